@@ -1,0 +1,280 @@
+"""The `kubeprov` command: parse, call, print. Logic lives in the packages it calls."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from provision import __version__
+from provision.errors import KubeprovError
+
+out = Console(highlight=False)
+err = Console(stderr=True, highlight=False)
+
+app = typer.Typer(
+    name="kubeprov",
+    help=(
+        "Bootstrap Kubernetes clusters on bare metal and VMs over SSH, the kubeadm way.\n\n"
+        "Start with `kubeprov config example > cluster.yaml`, edit the hosts, then "
+        "`kubeprov config validate -c cluster.yaml` and `kubeprov certs generate -c cluster.yaml`."
+    ),
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="markdown",
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+config_app = typer.Typer(help="Check a cluster file, or print a commented example.", no_args_is_help=True)
+certs_app = typer.Typer(help="The cluster PKI: generate, check expiration, renew.", no_args_is_help=True)
+app.add_typer(config_app, name="config")
+app.add_typer(certs_app, name="certs")
+
+ConfigOpt = Annotated[
+    Optional[Path],
+    typer.Option("--config", "-c", help="Cluster file (apiVersion: kubeprov.io/v1alpha1, kind: Cluster).", show_default=False),
+]
+InventoryOpt = Annotated[
+    Optional[Path],
+    typer.Option(
+        "--inventory", "-i",
+        help="Ansible inventory (INI or YAML) with kubespray's groups kube_control_plane, kube_node, etcd; "
+        "supplies the hosts.",
+        show_default=False,
+    ),
+]
+ClusterDirOpt = Annotated[
+    Optional[Path],
+    typer.Option("--cluster-dir", help="Local cluster directory (PKI, kubeconfigs). Default: from the cluster file."),
+]
+
+
+def _version(value: bool) -> None:
+    if value:
+        out.print(f"kubeprov {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+) -> None:
+    pass
+
+
+def _load(config: Path | None, inventory: Path | None, cluster_dir: Path | None = None):
+    from provision.config import load_cluster, warnings_for
+
+    cluster = load_cluster(config, inventory)
+    if cluster_dir is not None:
+        cluster = cluster.model_copy(update={"cluster_dir": cluster_dir})
+    for warning in warnings_for(cluster):
+        err.print(f"[yellow]warning:[/] {warning}")
+    return cluster
+
+
+# --- config ---------------------------------------------------------------------------------
+
+
+@config_app.command("validate")
+def config_validate(config: ConfigOpt = None, inventory: InventoryOpt = None) -> None:
+    """Load and check a cluster file (and inventory); exit 2 naming the file and field if anything is wrong."""
+    cluster = _load(config, inventory)
+    table = Table(title=f"cluster {cluster.name} · Kubernetes {cluster.kubernetes_version}", title_justify="left")
+    for column in ("host", "address", "internal address", "roles", "ssh"):
+        table.add_column(column)
+    for host in cluster.hosts:
+        table.add_row(
+            host.name, host.address, host.advertise_address, ", ".join(r.value for r in host.roles),
+            f"{host.ssh.user}@:{host.ssh.port}",
+        )
+    out.print(table)
+    endpoint = "%s:%d" % cluster.endpoint
+    out.print(
+        f"API endpoint {endpoint} · pods {cluster.networking.pod_subnet} · services "
+        f"{cluster.networking.service_subnet} · etcd {cluster.etcd.topology.value} "
+        f"({len(cluster.etcd_members)} members) · cni {cluster.cni.value}"
+    )
+    out.print(f"[green]ok[/] {config or inventory} is valid")
+
+
+@config_app.command("example")
+def config_example() -> None:
+    """Print a commented cluster file to start from."""
+    from importlib.resources import files
+
+    sys.stdout.write(files("provision.config").joinpath("example.yaml").read_text())
+
+
+# --- certs ----------------------------------------------------------------------------------
+
+_ACTION_STYLE = {"created": "green", "kept": "dim", "external": "cyan", "stale": "yellow", "renewed": "green"}
+
+
+def _print_outcomes(outcomes, verbose: bool) -> None:
+    counts: dict[str, int] = {}
+    for o in outcomes:
+        counts[o.action] = counts.get(o.action, 0) + 1
+        if verbose or o.action not in ("kept",):
+            style = _ACTION_STYLE.get(o.action, "")
+            detail = f" — {o.detail}" if o.detail else ""
+            out.print(f"[{style}]{o.action:8}[/] {o.label}{detail}")
+    out.print(", ".join(f"{n} {action}" for action, n in sorted(counts.items())))
+
+
+@certs_app.command("generate")
+def certs_generate(
+    config: ConfigOpt = None,
+    inventory: InventoryOpt = None,
+    cluster_dir: ClusterDirOpt = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Also list what was kept.")] = False,
+) -> None:
+    """Issue every missing CA, certificate, key and kubeconfig; keep and check what exists.
+
+    Idempotent: existing files are never rewritten. A certificate that no longer matches the
+    cluster (SANs, subject, signer) is reported as stale; replace it with `kubeprov certs renew`.
+    """
+    from provision.pki import PKIStore
+
+    cluster = _load(config, inventory, cluster_dir)
+    store = PKIStore(cluster)
+    outcomes = store.generate()
+    _print_outcomes(outcomes, verbose)
+    out.print(f"PKI in {store.root}")
+    if any(o.action == "stale" for o in outcomes):
+        err.print("[yellow]warning:[/] some certificates are stale; `kubeprov certs renew NAME --host HOST` replaces them")
+
+
+def _residual(delta: dt.timedelta | None) -> str:
+    if delta is None:
+        return "-"
+    if delta.total_seconds() <= 0:
+        return "expired"
+    days = delta.days
+    return f"{days // 365}y" if days >= 365 else f"{days}d" if days else f"{int(delta.total_seconds() // 3600)}h"
+
+
+def _when(moment: dt.datetime | None) -> str:
+    return f"{moment:%Y-%m-%d %H:%M}Z" if moment else "-"
+
+
+@certs_app.command("check-expiration")
+def certs_check_expiration(
+    config: ConfigOpt = None,
+    inventory: InventoryOpt = None,
+    cluster_dir: ClusterDirOpt = None,
+) -> None:
+    """A table like `kubeadm certs check-expiration`: every certificate and kubeconfig, then the CAs.
+
+    Exit code 1 when anything is missing, stale or expires within 30 days.
+    """
+    from provision.pki import PKIStore
+
+    cluster = _load(config, inventory, cluster_dir)
+    rows, ca_rows = PKIStore(cluster).check()
+    now = dt.datetime.now(dt.timezone.utc)
+    table = Table(box=None, pad_edge=False)
+    for column in ("CERTIFICATE", "HOST", "EXPIRES", "RESIDUAL", "CA", "EXTERNAL"):
+        table.add_column(column, no_wrap=True)
+    table.add_column("PROBLEMS", overflow="fold")
+    attention = False
+    for row in rows:
+        residual = row.residual(now)
+        soon = residual is not None and residual < dt.timedelta(days=30)
+        attention |= bool(row.problems) or soon
+        table.add_row(
+            row.name, row.host or "-", _when(row.not_after),
+            _residual(residual), row.ca, "yes" if row.external else "no",
+            "[yellow]" + "; ".join(row.problems) + "[/]" if row.problems else "",
+        )
+    out.print(table)
+    out.print()
+    ca_table = Table(box=None, pad_edge=False)
+    for column in ("CERTIFICATE AUTHORITY", "EXPIRES", "RESIDUAL", "EXTERNAL"):
+        ca_table.add_column(column, no_wrap=True)
+    ca_table.add_column("PROBLEMS", overflow="fold")
+    for row in ca_rows:
+        attention |= bool(row.problems)
+        ca_table.add_row(
+            row.name, _when(row.not_after),
+            _residual(row.residual(now)), "yes" if row.external else "no", "; ".join(row.problems),
+        )
+    out.print(ca_table)
+    if attention:
+        raise typer.Exit(1)
+
+
+@certs_app.command("renew")
+def certs_renew(
+    names: Annotated[list[str], typer.Argument(help="Certificate names (apiserver, etcd-peer, admin.conf, …) or `all`.")],
+    config: ConfigOpt = None,
+    inventory: InventoryOpt = None,
+    cluster_dir: ClusterDirOpt = None,
+    host: Annotated[Optional[list[str]], typer.Option("--host", help="Only these hosts (repeatable).")] = None,
+    new_key: Annotated[bool, typer.Option("--new-key", help="Also replace the private key (default: keep it).")] = False,
+) -> None:
+    """Re-issue certificates from their CA with the current SANs and validity.
+
+    The old certificate and key are copied to <cluster dir>/backup/<UTC time>/ first. The key is
+    kept unless --new-key. Push the result to the hosts with a later `sync`/`up`.
+    """
+    from provision.pki import PKIStore
+
+    cluster = _load(config, inventory, cluster_dir)
+    store = PKIStore(cluster)
+    creds = store.select(names, host or [])
+    if not creds:
+        raise KubeprovError("nothing matches those names and hosts")
+    _print_outcomes(store.renew(creds, new_key=new_key), verbose=True)
+
+
+# --- render ---------------------------------------------------------------------------------
+
+
+@app.command("render")
+def render(
+    out_dir: Annotated[Path, typer.Option("--out", "-o", help="Directory to write DIR/<host>/<absolute path> into.")],
+    config: ConfigOpt = None,
+    inventory: InventoryOpt = None,
+    cluster_dir: ClusterDirOpt = None,
+) -> None:
+    """Write every host's desired files under DIR/<host>/ at the paths they will have on that host.
+
+    A dry run you can read: nothing is sent anywhere. Needs the PKI (`kubeprov certs generate`).
+    The output holds private keys: it is created 0700.
+    """
+    from provision.pki import PKIStore
+    from provision.pki.store import read_material
+    from provision.render import render_hosts
+    from provision.render.tree import write_trees
+
+    cluster = _load(config, inventory, cluster_dir)
+    trees = render_hosts(cluster, read_material(PKIStore(cluster)))
+    written = write_trees(out_dir, trees)
+    for host, tree in sorted(trees.items()):
+        secrets = sum(1 for f in tree.values() if f.secret)
+        out.print(f"{host}: {len(tree)} files ({secrets} secret)")
+    out.print(f"{len(written)} files written under {out_dir}" if written else f"{out_dir} is up to date")
+
+
+def main() -> None:
+    try:
+        app()
+    except KubeprovError as exc:
+        err.print(f"[red]error:[/] {exc}", soft_wrap=True)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        err.print("interrupted")
+        sys.exit(130)
+    except Exception as exc:  # a bug: one line, the traceback only on request
+        if os.environ.get("KUBEPROV_DEBUG"):
+            raise
+        err.print(f"[red]internal error:[/] {type(exc).__name__}: {exc} (set KUBEPROV_DEBUG=1 for the traceback)", soft_wrap=True)
+        sys.exit(70)

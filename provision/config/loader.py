@@ -1,0 +1,193 @@
+"""Load a cluster file (and optionally an Ansible inventory) into a validated `Cluster`.
+
+Whatever goes wrong — unreadable file, malformed YAML, unknown key, wrong type, a cross-field
+rule — comes out as one `ConfigError` naming the file and the field, never as a traceback.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from provision.config.inventory import load_inventory
+from provision.config.models import API_VERSION, KIND, Cluster, _CrossFieldError
+from provision.errors import ConfigError
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """SafeLoader that refuses duplicate mapping keys instead of silently keeping the last."""
+
+
+def _construct_mapping(loader: _StrictLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
+    loader.flatten_mapping(node)
+    mapping: dict = {}
+    for key_node, value_node in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        try:
+            hash(key)
+        except TypeError:
+            raise yaml.constructor.ConstructorError(
+                None, None, "a mapping key must be a plain value", key_node.start_mark
+            ) from None
+        if key in mapping:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"duplicate key {key!r}", key_node.start_mark
+            )
+        mapping[key] = loader.construct_object(value_node, deep=deep)
+    return mapping
+
+
+_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+
+
+def read_text(path: Path) -> str:
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError("no such file", source=str(path)) from None
+    except IsADirectoryError:
+        raise ConfigError("is a directory, not a file", source=str(path)) from None
+    except PermissionError:
+        raise ConfigError("permission denied", source=str(path)) from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"not UTF-8 text (byte {exc.start})", source=str(path)) from None
+    except OSError as exc:
+        raise ConfigError(exc.strerror or str(exc), source=str(path)) from None
+
+
+def parse_yaml(text: str, source: str) -> Any:
+    try:
+        return yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        problem = exc.problem or exc.context or "malformed YAML"
+        raise ConfigError(f"malformed YAML: {where}{problem}", source=source) from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"malformed YAML: {exc}", source=source) from None
+    except RecursionError:
+        raise ConfigError("malformed YAML: nested too deeply", source=source) from None
+
+
+def format_loc(loc: tuple) -> str:
+    """('hosts', 1, 'ssh', 'port') → 'hosts[1].ssh.port'."""
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + str(part)
+    return out
+
+
+def _first_error(exc: ValidationError, source: str) -> ConfigError:
+    errors = exc.errors(include_url=False)
+    # pydantic reports one error per union member for the same field; the first is the clearest.
+    error = errors[0]
+    cross = (error.get("ctx") or {}).get("error")
+    if isinstance(cross, _CrossFieldError):
+        return ConfigError(cross.message, source=source, field=cross.field)
+    field = format_loc(tuple(p for p in error["loc"] if not _is_union_tag(p)))
+    kind = error["type"]
+    if kind == "extra_forbidden":
+        message = "unknown key"
+    elif kind == "missing":
+        message = "required but missing"
+    elif kind in ("value_error", "assertion_error"):
+        message = str(error["msg"]).removeprefix("Value error, ").removeprefix("Assertion failed, ")
+    else:
+        message = f"{error['msg']} (got {_short(error.get('input'))})"
+    more = len({format_loc(e["loc"][:1]) for e in errors}) - 1
+    if more > 0:
+        message += f" (and {more} more problem{'s' if more > 1 else ''})"
+    return ConfigError(message, source=source, field=field or None)
+
+
+def _is_union_tag(part: Any) -> bool:
+    # Union members show up in locations as their type names, e.g. 'IPv4Network'.
+    return isinstance(part, str) and (part[:1].isupper() or part.startswith(("function-", "lax-or-strict")))
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def cluster_from_data(data: Any, source: str, *, base_dir: Path | None = None) -> Cluster:
+    if not isinstance(data, dict):
+        kind = "empty" if data is None else f"a {type(data).__name__}"
+        raise ConfigError(f"expected a mapping with apiVersion: {API_VERSION} and kind: {KIND}, got {kind}", source=source)
+    if data.get("apiVersion") != API_VERSION:
+        raise ConfigError(f"must be {API_VERSION!r} (got {data.get('apiVersion')!r})", source=source, field="apiVersion")
+    if data.get("kind") != KIND:
+        raise ConfigError(f"must be {KIND!r} (got {data.get('kind')!r})", source=source, field="kind")
+    try:
+        cluster = Cluster.model_validate(data)
+    except ValidationError as exc:
+        raise _first_error(exc, source) from None
+    except RecursionError:
+        raise ConfigError("nested too deeply", source=source) from None
+    if base_dir is not None:
+        cluster = _resolve_paths(cluster, base_dir)
+    return cluster
+
+
+def _resolve_paths(cluster: Cluster, base_dir: Path) -> Cluster:
+    """Relative paths in a file mean 'relative to that file', whatever the working directory."""
+    cluster_dir = cluster.cluster_dir or Path(".kubeprov") / cluster.name
+    if not cluster_dir.is_absolute():
+        cluster_dir = base_dir / cluster_dir
+    hosts = [
+        h.model_copy(update={"ssh": h.ssh.model_copy(update={"key": base_dir / h.ssh.key})})
+        if h.ssh.key is not None and not h.ssh.key.expanduser().is_absolute()
+        else h
+        for h in cluster.hosts
+    ]
+    return cluster.model_copy(update={"cluster_dir": cluster_dir, "hosts": hosts})
+
+
+def load_cluster(config: Path | None, inventory: Path | None = None) -> Cluster:
+    """The cluster described by a cluster file, an Ansible inventory, or both.
+
+    With both, the inventory supplies the hosts and the file everything else; the file must then
+    not list hosts itself (two sources of truth would disagree sooner or later).
+    """
+    if config is None and inventory is None:
+        raise ConfigError("give a cluster file (-c FILE), an Ansible inventory (-i INVENTORY), or both")
+    data: dict[str, Any]
+    source = str(config) if config else str(inventory)
+    if config is not None:
+        parsed = parse_yaml(read_text(config), str(config))
+        if not isinstance(parsed, dict):
+            kind = "an empty file" if parsed is None else f"a {type(parsed).__name__}"
+            raise ConfigError(f"expected a mapping (apiVersion, kind, …), got {kind}", source=str(config))
+        data = dict(parsed)
+        base_dir = Path(config).resolve().parent
+    else:
+        data = {"apiVersion": API_VERSION, "kind": KIND}
+        base_dir = Path.cwd()
+    if inventory is not None:
+        if "hosts" in data:
+            raise ConfigError(
+                f"hosts are listed here and in the inventory {inventory}; keep them in one place",
+                source=str(config), field="hosts",
+            )
+        data["hosts"] = load_inventory(inventory)
+        if config is None and "kubernetesVersion" not in data:
+            raise ConfigError("an inventory alone has no kubernetesVersion; give a cluster file too (-c)", source=source)
+    try:
+        return cluster_from_data(data, source, base_dir=base_dir)
+    except ConfigError as exc:
+        if inventory is None or not (exc.field or "").startswith("hosts"):
+            raise
+        # A host problem is the inventory's: name that file and the host, not a list index.
+        match = re.match(r"hosts\[(\d+)\](.*)", exc.field or "")
+        field = exc.field
+        if match:
+            name = data["hosts"][int(match.group(1))]["name"]
+            field = f"{name}{match.group(2)}"
+        raise ConfigError(exc.message, source=str(inventory), field=field) from None

@@ -1,0 +1,371 @@
+"""The cluster, as pydantic models of the cluster file (apiVersion kubeprov.io/v1alpha1, kind Cluster).
+
+Field names in the file are camelCase, like Kubernetes' own config; Python uses snake_case.
+Every model forbids unknown keys, so a typo is an error that names the key, not a silent default.
+Cross-field rules (subnets that overlap, duplicate hosts, topology) live in `Cluster`'s validator
+so they report the field they concern.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic.alias_generators import to_camel
+
+API_VERSION = "kubeprov.io/v1alpha1"
+KIND = "Cluster"
+
+MIN_MINOR, MAX_MINOR = 28, 35
+SUPPORTED_MINORS = tuple(range(MIN_MINOR, MAX_MINOR + 1))
+
+# RFC 1123 label/subdomain: what Kubernetes accepts as a node name.
+_DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+_VERSION = re.compile(r"^v?(1)\.(\d+)\.(\d+)$")
+
+
+class Model(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        alias_generator=to_camel,
+        populate_by_name=True,
+        frozen=True,
+        str_strip_whitespace=True,
+    )
+
+
+class Role(str, Enum):
+    CONTROL_PLANE = "control-plane"
+    WORKER = "worker"
+    ETCD = "etcd"
+
+
+class KeyAlgorithm(str, Enum):
+    RSA_2048 = "RSA-2048"
+    RSA_3072 = "RSA-3072"
+    RSA_4096 = "RSA-4096"
+    ECDSA_P256 = "ECDSA-P256"
+
+
+class EtcdTopology(str, Enum):
+    STACKED = "stacked"
+    EXTERNAL = "external"
+
+
+class CNI(str, Enum):
+    FLANNEL = "flannel"
+    CALICO = "calico"
+    BRIDGE = "bridge"  # image-free: bridge + host-local per node, routes between nodes
+    NONE = "none"
+
+
+def parse_version(value: str) -> tuple[int, int, int]:
+    match = _VERSION.match(value)
+    if not match:
+        raise ValueError(f"{value!r} is not a Kubernetes version like v1.31.2")
+    return tuple(int(part) for part in match.groups())  # type: ignore[return-value]
+
+
+def split_host_port(value: str, default_port: int) -> tuple[str, int]:
+    """'host', 'host:port', '[v6]:port' or a bare IPv6 address → (host, port)."""
+    value = value.strip()
+    if value.startswith("["):
+        host, sep, rest = value[1:].partition("]")
+        port_text = rest[1:] if rest.startswith(":") else ""
+        if not sep or (rest and not rest.startswith(":")):
+            raise ValueError(f"{value!r} is not host:port")
+    elif value.count(":") == 1:
+        host, port_text = value.split(":")
+    else:
+        host, port_text = value, ""  # a name, an IPv4 address, or a bare IPv6 address
+    if not host:
+        raise ValueError(f"{value!r} has no host")
+    if port_text:
+        if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+            raise ValueError(f"port {port_text!r} is not a number from 1 to 65535")
+        return host, int(port_text)
+    return host, default_port
+
+
+def is_ip(value: str) -> bool:
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        return False
+    return True
+
+
+class SSH(Model):
+    user: str = "root"
+    port: Annotated[int, Field(ge=1, le=65535)] = 22
+    key: Path | None = Field(default=None, description="private key file; default: the SSH agent / ~/.ssh")
+
+
+class Host(Model):
+    name: str = Field(description="node name; also the host's name in the cluster")
+    address: str = Field(description="where kubeprov reaches the host over SSH")
+    internal_address: str | None = Field(
+        default=None, description="the address the cluster uses (advertise / node IP); default: address"
+    )
+    ssh: SSH = SSH()
+    roles: Annotated[list[Role], Field(min_length=1)]
+
+    @field_validator("name")
+    @classmethod
+    def _node_name(cls, value: str) -> str:
+        if len(value) > 253 or not _DNS_SUBDOMAIN.match(value):
+            raise ValueError(f"{value!r} is not a valid node name (lower-case RFC 1123: a-z, 0-9, '-', '.')")
+        return value
+
+    @field_validator("address")
+    @classmethod
+    def _address(cls, value: str) -> str:
+        if not value or any(ch.isspace() for ch in value):
+            raise ValueError(f"{value!r} is not an address or host name")
+        return value
+
+    @field_validator("internal_address")
+    @classmethod
+    def _internal_address(cls, value: str | None) -> str | None:
+        if value is not None and not is_ip(value):
+            raise ValueError(f"{value!r} is not an IP address")
+        return value
+
+    @field_validator("roles")
+    @classmethod
+    def _unique_roles(cls, value: list[Role]) -> list[Role]:
+        return sorted(set(value), key=list(Role).index)
+
+    @property
+    def advertise_address(self) -> str:
+        return self.internal_address or self.address
+
+    def has(self, role: Role) -> bool:
+        return role in self.roles
+
+
+class Networking(Model):
+    pod_subnet: ipaddress.IPv4Network | ipaddress.IPv6Network = ipaddress.ip_network("10.244.0.0/16")
+    service_subnet: ipaddress.IPv4Network | ipaddress.IPv6Network = ipaddress.ip_network("10.96.0.0/12")
+    dns_domain: str = "cluster.local"
+
+    @field_validator("dns_domain")
+    @classmethod
+    def _domain(cls, value: str) -> str:
+        if not _DNS_SUBDOMAIN.match(value):
+            raise ValueError(f"{value!r} is not a DNS domain")
+        return value
+
+    @field_validator("service_subnet")
+    @classmethod
+    def _service_size(cls, value):
+        # The apiserver refuses service ranges larger than 2^20 addresses (or /108 for IPv6).
+        if value.max_prefixlen - value.prefixlen > 20:
+            raise ValueError(f"{value} is too large: the API server allows at most 2^20 service addresses")
+        if value.num_addresses < 16:
+            raise ValueError(f"{value} is too small: CoreDNS takes the tenth address")
+        return value
+
+    @property
+    def api_service_ip(self) -> str:
+        """The in-cluster address of the `kubernetes` Service: the first address of the range."""
+        return str(self.service_subnet.network_address + 1)
+
+    @property
+    def dns_service_ip(self) -> str:
+        """CoreDNS's Service address: the tenth, as kubeadm picks it."""
+        return str(self.service_subnet.network_address + 10)
+
+
+class Etcd(Model):
+    topology: EtcdTopology = EtcdTopology.STACKED
+
+
+class Certificates(Model):
+    key_algorithm: KeyAlgorithm = KeyAlgorithm.RSA_2048
+    validity_days: Annotated[int, Field(ge=1, le=3650)] = 365
+    ca_validity_days: Annotated[int, Field(ge=1, le=36500)] = 3650
+    api_server_extra_sans: list[str] = Field(default_factory=list)
+
+    @field_validator("api_server_extra_sans")
+    @classmethod
+    def _sans(cls, value: list[str]) -> list[str]:
+        for san in value:
+            if not (is_ip(san) or _DNS_SUBDOMAIN.match(san.lower().removeprefix("*."))):
+                raise ValueError(f"{san!r} is neither an IP address nor a DNS name")
+        return value
+
+    @model_validator(mode="after")
+    def _ca_outlives_leaves(self):
+        if self.ca_validity_days < self.validity_days:
+            raise ValueError("caValidityDays must be at least validityDays: a leaf cannot outlive its CA")
+        return self
+
+
+class Cluster(Model):
+    api_version: Literal["kubeprov.io/v1alpha1"] = Field(alias="apiVersion")
+    kind: Literal["Cluster"]
+    name: str = "kubernetes"
+    kubernetes_version: str = Field(description="v1.28.0 … v1.35.x")
+    hosts: Annotated[list[Host], Field(min_length=1)]
+    control_plane_endpoint: str | None = Field(
+        default=None, description="host:port of the API for everyone (a VIP or DNS name for HA)"
+    )
+    api_server_port: Annotated[int, Field(ge=1, le=65535)] = Field(default=6443, alias="apiServerPort")
+    networking: Networking = Networking()
+    etcd: Etcd = Etcd()
+    cni: CNI = CNI.FLANNEL
+    certificates: Certificates = Certificates()
+    cluster_dir: Path | None = Field(default=None, description="default: .kubeprov/<name> beside the file")
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if len(value) > 63 or not _DNS_SUBDOMAIN.match(value) or "." in value:
+            raise ValueError(f"{value!r} is not a valid cluster name (a-z, 0-9, '-', at most 63)")
+        return value
+
+    @field_validator("kubernetes_version")
+    @classmethod
+    def _version(cls, value: str) -> str:
+        _, minor, _ = parse_version(value)
+        if minor not in SUPPORTED_MINORS:
+            raise ValueError(f"{value} is not supported: kubeprov supports v1.{MIN_MINOR} to v1.{MAX_MINOR}")
+        return value if value.startswith("v") else f"v{value}"
+
+    @field_validator("control_plane_endpoint")
+    @classmethod
+    def _endpoint(cls, value: str | None) -> str | None:
+        if value is not None:
+            split_host_port(value, 6443)
+        return value
+
+    @model_validator(mode="after")
+    def _cross_checks(self):
+        _check_unique(self.hosts)
+        _check_topology(self)
+        net = self.networking
+        if net.pod_subnet.version != net.service_subnet.version:
+            raise _field_error("networking.serviceSubnet", "podSubnet and serviceSubnet must be the same IP family")
+        if net.pod_subnet.overlaps(net.service_subnet):
+            raise _field_error(
+                "networking.serviceSubnet", f"{net.service_subnet} overlaps podSubnet {net.pod_subnet}"
+            )
+        for index, host in enumerate(self.hosts):
+            if is_ip(host.advertise_address):
+                address = ipaddress.ip_address(host.advertise_address)
+                for field, subnet in (("podSubnet", net.pod_subnet), ("serviceSubnet", net.service_subnet)):
+                    if address.version == subnet.version and address in subnet:
+                        raise _field_error(
+                            f"hosts[{index}]", f"host {host.name} address {address} lies inside {field} {subnet}"
+                        )
+        return self
+
+    # --- derived views, used by PKI and renderers ---------------------------------------------
+
+    @property
+    def minor(self) -> int:
+        return parse_version(self.kubernetes_version)[1]
+
+    @property
+    def control_planes(self) -> list[Host]:
+        return [h for h in self.hosts if h.has(Role.CONTROL_PLANE)]
+
+    @property
+    def nodes(self) -> list[Host]:
+        """Hosts that run a kubelet: control planes and workers (an etcd-only host does not)."""
+        return [h for h in self.hosts if h.has(Role.CONTROL_PLANE) or h.has(Role.WORKER)]
+
+    @property
+    def workers(self) -> list[Host]:
+        return [h for h in self.hosts if h.has(Role.WORKER) and not h.has(Role.CONTROL_PLANE)]
+
+    @property
+    def etcd_members(self) -> list[Host]:
+        if self.etcd.topology is EtcdTopology.STACKED:
+            return self.control_planes
+        return [h for h in self.hosts if h.has(Role.ETCD)]
+
+    @property
+    def first_control_plane(self) -> Host:
+        return self.control_planes[0]
+
+    @property
+    def endpoint(self) -> tuple[str, int]:
+        """(host, port) of the API for clients outside the control plane."""
+        if self.control_plane_endpoint:
+            return split_host_port(self.control_plane_endpoint, self.api_server_port)
+        return self.first_control_plane.advertise_address, self.api_server_port
+
+    def host(self, name: str) -> Host:
+        for host in self.hosts:
+            if host.name == name:
+                return host
+        raise KeyError(name)
+
+
+class _CrossFieldError(ValueError):
+    """A cross-field rule failure that knows which field to blame."""
+
+    def __init__(self, field: str, message: str):
+        super().__init__(message)
+        self.field = field
+        self.message = message
+
+
+def _field_error(field: str, message: str) -> _CrossFieldError:
+    return _CrossFieldError(field, message)
+
+
+def _check_unique(hosts: list[Host]) -> None:
+    seen_names: dict[str, int] = {}
+    seen_addresses: dict[str, int] = {}
+    for index, host in enumerate(hosts):
+        if host.name in seen_names:
+            raise _field_error(
+                f"hosts[{index}].name", f"duplicate host name {host.name!r} (also hosts[{seen_names[host.name]}])"
+            )
+        seen_names[host.name] = index
+        for address in {host.address, host.advertise_address}:
+            other = seen_addresses.get(address)
+            if other is not None and other != index:
+                raise _field_error(
+                    f"hosts[{index}].address", f"duplicate address {address!r} (also hosts[{other}])"
+                )
+            seen_addresses[address] = index
+
+
+def _check_topology(cluster: Cluster) -> None:
+    if not cluster.control_planes:
+        raise _field_error("hosts", "no host has the role control-plane; a cluster needs at least one")
+    if cluster.etcd.topology is EtcdTopology.STACKED:
+        for index, host in enumerate(cluster.hosts):
+            if host.has(Role.ETCD) and not host.has(Role.CONTROL_PLANE):
+                raise _field_error(
+                    f"hosts[{index}].roles",
+                    f"host {host.name} has role etcd but etcd.topology is stacked "
+                    "(etcd runs on the control planes); set etcd.topology: external or drop the role",
+                )
+    elif not cluster.etcd_members:
+        raise _field_error("etcd.topology", "topology external needs at least one host with the role etcd")
+
+
+def warnings_for(cluster: Cluster) -> list[str]:
+    """Things that are allowed but usually a mistake; shown, never fatal."""
+    found = []
+    members = len(cluster.etcd_members)
+    if members > 1 and members % 2 == 0:
+        found.append(
+            f"etcd has {members} members: an even count tolerates no more failures than {members - 1} "
+            "and makes a split vote possible; use an odd number"
+        )
+    if len(cluster.control_planes) > 1 and not cluster.control_plane_endpoint:
+        found.append(
+            "several control planes but no controlPlaneEndpoint: clients will use the first control "
+            "plane only; set a VIP or DNS name for HA"
+        )
+    return found
