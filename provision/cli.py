@@ -15,8 +15,9 @@ from rich.table import Table
 from provision import __version__
 from provision.errors import KubeprovError
 
-out = Console(highlight=False)
-err = Console(stderr=True, highlight=False)
+# Piped output has no terminal width; 120 columns keeps tables on one line per row.
+out = Console(highlight=False, width=None if sys.stdout.isatty() else 120)
+err = Console(stderr=True, highlight=False, width=None if sys.stderr.isatty() else 120)
 
 app = typer.Typer(
     name="kubeprov",
@@ -180,33 +181,28 @@ def certs_check_expiration(
     cluster = _load(config, inventory, cluster_dir)
     rows, ca_rows = PKIStore(cluster).check()
     now = dt.datetime.now(dt.timezone.utc)
+    problems: list[str] = []
     table = Table(box=None, pad_edge=False)
     for column in ("CERTIFICATE", "HOST", "EXPIRES", "RESIDUAL", "CA", "EXTERNAL"):
         table.add_column(column, no_wrap=True)
-    table.add_column("PROBLEMS", overflow="fold")
-    attention = False
     for row in rows:
         residual = row.residual(now)
-        soon = residual is not None and residual < dt.timedelta(days=30)
-        attention |= bool(row.problems) or soon
-        table.add_row(
-            row.name, row.host or "-", _when(row.not_after),
-            _residual(residual), row.ca, "yes" if row.external else "no",
-            "[yellow]" + "; ".join(row.problems) + "[/]" if row.problems else "",
-        )
+        if residual is not None and residual < dt.timedelta(days=30):
+            problems.append(f"{row.name} ({row.host or 'cluster'}): expires in {_residual(residual)}")
+        problems += [f"{row.name} ({row.host or 'cluster'}): {p}" for p in row.problems]
+        table.add_row(row.name, row.host or "-", _when(row.not_after), _residual(residual), row.ca, "yes" if row.external else "no")
     out.print(table)
     out.print()
     ca_table = Table(box=None, pad_edge=False)
     for column in ("CERTIFICATE AUTHORITY", "EXPIRES", "RESIDUAL", "EXTERNAL"):
         ca_table.add_column(column, no_wrap=True)
-    ca_table.add_column("PROBLEMS", overflow="fold")
     for row in ca_rows:
-        attention |= bool(row.problems)
-        ca_table.add_row(
-            row.name, _when(row.not_after),
-            _residual(row.residual(now)), "yes" if row.external else "no", "; ".join(row.problems),
-        )
+        problems += [f"{row.name}: {p}" for p in row.problems]
+        ca_table.add_row(row.name, _when(row.not_after), _residual(row.residual(now)), "yes" if row.external else "no")
     out.print(ca_table)
+    for problem in problems:
+        err.print(f"[yellow]attention:[/] {problem}", soft_wrap=True)
+    attention = bool(problems)
     if attention:
         raise typer.Exit(1)
 
