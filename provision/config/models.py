@@ -181,8 +181,87 @@ class Networking(Model):
         return str(self.service_subnet.network_address + 10)
 
 
+class HostPathVolume(Model):
+    """An extra hostPath volume for a control-plane static pod (kubeadm's extraVolumes)."""
+
+    name: str
+    host_path: str
+    mount_path: str
+    read_only: bool = False
+    path_type: Literal["", "DirectoryOrCreate", "Directory", "FileOrCreate", "File", "Socket", "CharDevice", "BlockDevice"] = ""
+
+
+class Component(Model):
+    """Per-component overrides: extraArgs replace kubeadm's value for the same flag."""
+
+    extra_args: dict[str, str] = Field(default_factory=dict)
+    extra_volumes: list[HostPathVolume] = Field(default_factory=list)
+
+    @field_validator("extra_args", mode="before")
+    @classmethod
+    def _stringify(cls, value):
+        # YAML turns `true`/`10` into bool/int; flags are strings on a command line.
+        if isinstance(value, dict):
+            return {k: (str(v).lower() if isinstance(v, bool) else str(v)) for k, v in value.items()}
+        return value
+
+
+class Audit(Model):
+    enabled: bool = True
+    max_age_days: Annotated[int, Field(ge=1)] = 30
+    max_backups: Annotated[int, Field(ge=1)] = 10
+    max_size_mb: Annotated[int, Field(ge=1)] = 100
+
+
+class ControlPlane(Model):
+    api_server: Component = Component()
+    controller_manager: Component = Component()
+    scheduler: Component = Component()
+    audit: Audit = Audit()
+    encrypt_secrets: bool = Field(default=True, description="EncryptionConfiguration (aescbc) for Secrets at rest")
+    profiling: bool = False
+
+
+class LoadBalancerMode(str, Enum):
+    NONE = "none"  # controlPlaneEndpoint is served by something outside kubeprov (or is a single node)
+    KUBE_VIP = "kube-vip"  # ARP VIP with leader election, static pod on each control plane
+    HAPROXY_KEEPALIVED = "haproxy-keepalived"
+
+
+class LoadBalancer(Model):
+    mode: LoadBalancerMode | None = Field(default=None, description="default: kube-vip when the endpoint is a VIP")
+    interface: str = "eth0"
+    virtual_router_id: Annotated[int, Field(ge=1, le=255)] = 51
+    # Workers can reach the API through a local haproxy on 127.0.0.1:<port> → every control plane.
+    worker_local_lb: bool = False
+    worker_local_lb_port: Annotated[int, Field(ge=1, le=65535)] = 6443
+
+
+class Kubelet(Model):
+    server_tls_bootstrap: bool = False
+    max_pods: Annotated[int, Field(ge=1)] = 110
+    extra_args: dict[str, str] = Field(default_factory=dict)
+
+
+class KubeProxyMode(str, Enum):
+    IPTABLES = "iptables"
+    IPVS = "ipvs"
+
+
+class KubeProxy(Model):
+    mode: KubeProxyMode = KubeProxyMode.IPTABLES
+
+
+class Containerd(Model):
+    registry_mirrors: dict[str, list[str]] = Field(default_factory=dict, description="registry → mirror URLs")
+    # Needed where the process lacks CAP_SYS_RESOURCE (containers, nspawn labs).
+    restrict_oom_score_adj: bool = False
+
+
 class Etcd(Model):
     topology: EtcdTopology = EtcdTopology.STACKED
+    extra_args: dict[str, str] = Field(default_factory=dict)
+    data_dir: str = "/var/lib/etcd"
 
 
 class Certificates(Model):
@@ -219,6 +298,12 @@ class Cluster(Model):
     networking: Networking = Networking()
     etcd: Etcd = Etcd()
     cni: CNI = CNI.FLANNEL
+    image_repository: str = "registry.k8s.io"
+    control_plane: ControlPlane = ControlPlane()
+    load_balancer: LoadBalancer = LoadBalancer()
+    kubelet: Kubelet = Kubelet()
+    kube_proxy: KubeProxy = KubeProxy()
+    containerd: Containerd = Containerd()
     certificates: Certificates = Certificates()
     cluster_dir: Path | None = Field(default=None, description="default: .kubeprov/<name> beside the file")
 
@@ -300,6 +385,17 @@ class Cluster(Model):
         if self.control_plane_endpoint:
             return split_host_port(self.control_plane_endpoint, self.api_server_port)
         return self.first_control_plane.advertise_address, self.api_server_port
+
+    @property
+    def load_balancer_mode(self) -> LoadBalancerMode:
+        """kube-vip when the endpoint is an IP that no host has (a VIP), unless set explicitly."""
+        if self.load_balancer.mode is not None:
+            return self.load_balancer.mode
+        host, _ = self.endpoint
+        addresses = {h.advertise_address for h in self.hosts} | {h.address for h in self.hosts}
+        if self.control_plane_endpoint and is_ip(host) and host not in addresses and not ipaddress.ip_address(host).is_loopback:
+            return LoadBalancerMode.KUBE_VIP
+        return LoadBalancerMode.NONE
 
     def host(self, name: str) -> Host:
         for host in self.hosts:
