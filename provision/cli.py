@@ -240,19 +240,47 @@ def render(
     config: ConfigOpt = None,
     inventory: InventoryOpt = None,
     cluster_dir: ClusterDirOpt = None,
+    diff: Annotated[
+        Optional[Path],
+        typer.Option("--diff", help="An earlier render to compare with (may be --out itself); prints what changes."),
+    ] = None,
 ) -> None:
-    """Write every host's desired files under DIR/<host>/ at the paths they will have on that host.
+    """Write every host's desired files under DIR/<host>/ at the paths they will have on that host,
+    and the cluster objects (applied through the API by `up`) under DIR/_cluster/.
 
     A dry run you can read: nothing is sent anywhere. Needs the PKI (`kubeprov certs generate`).
-    The output holds private keys: it is created 0700.
+    The output holds private keys: it is created 0700, and secrets are never printed, not even by --diff.
     """
+    from pathlib import PurePosixPath
+
     from provision.pki import PKIStore
     from provision.pki.store import read_material
-    from provision.render import render_hosts
-    from provision.render.tree import write_trees
+    from provision.render import render_cluster, render_hosts
+    from provision.render.diff import CLUSTER_DIR, diff_renders, read_render
+    from provision.render.tree import File, write_trees
 
     cluster = _load(config, inventory, cluster_dir)
-    trees = render_hosts(cluster, read_material(PKIStore(cluster)))
+    store = PKIStore(cluster)
+    material = read_material(store)
+    stale = [row for row in store.check()[0] if row.problems]
+    if stale:
+        err.print(
+            f"[yellow]warning:[/] {len(stale)} certificate(s) no longer match the cluster (first: {stale[0].name}"
+            f"{' on ' + stale[0].host if stale[0].host else ''}: {stale[0].problems[0]}); "
+            "`kubeprov certs check-expiration` lists them, `kubeprov certs renew` replaces them",
+            soft_wrap=True,
+        )
+    trees = render_hosts(cluster, material)
+    objects = render_cluster(cluster, material)
+    if objects:
+        trees[CLUSTER_DIR] = {PurePosixPath("/") / name: File(data, 0o644) for name, data in objects.items()}
+    if diff is not None:
+        changes = diff_renders(read_render(diff), trees)
+        for change in changes:
+            out.print(f"[bold]{change.kind:8}[/] {change.host}:{change.path}" + (f"  {change.diff}" if change.kind == "mode" else ""))
+            if change.kind == "changed" and change.diff:
+                out.print(change.diff, markup=False, highlight=False)
+        out.print(f"{len(changes)} file(s) differ from {diff}")
     written = write_trees(out_dir, trees)
     for host, tree in sorted(trees.items()):
         secrets = sum(1 for f in tree.values() if f.secret)

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
+from provision.errors import KubeprovError
 from provision.fsutil import PRIVATE_FILE_MODE, atomic_write, ensure_private_dir
 
 
@@ -33,14 +34,29 @@ def merge(*trees: Tree) -> Tree:
     return out
 
 
+MARKER = ".kubeprov-render"
+
+
 def write_trees(out_dir: Path, trees: dict[str, Tree]) -> list[Path]:
-    """Write each host's tree under out_dir/<host>/; returns the files written or changed.
+    """Make out_dir/<host>/ hold exactly each host's tree; returns the files written or removed.
 
     The directory holds private keys, so it is created 0700 and keys keep their 0600. A file whose
-    content and mode already match is left alone, so rendering twice touches nothing.
+    content and mode already match is left alone, so rendering twice touches nothing. Files an
+    earlier render left that are no longer rendered are removed — only in a directory that carries
+    our marker, so pointing --out at the wrong place cannot delete anyone's files.
     """
+    if out_dir.exists() and any(out_dir.iterdir()) and not (out_dir / MARKER).exists():
+        raise KubeprovError(f"{out_dir} is not empty and is not a kubeprov render directory (no {MARKER}); choose another --out")
     ensure_private_dir(out_dir)
+    if not (out_dir / MARKER).exists():
+        atomic_write(out_dir / MARKER, b"written by kubeprov render; files here are regenerated\n", 0o644)
     written = []
+    for host_dir in sorted(p for p in out_dir.iterdir() if p.is_dir()):
+        wanted = trees.get(host_dir.name, {})
+        for stale in sorted(p for p in host_dir.rglob("*") if p.is_file()):
+            if PurePosixPath("/") / stale.relative_to(host_dir).as_posix() not in wanted:
+                stale.unlink()
+                written.append(stale)
     for host, tree in sorted(trees.items()):
         for path, file in sorted(tree.items()):
             target = out_dir / host / path.relative_to("/")
