@@ -15,11 +15,26 @@ kubelet's defaults. Each choice is commented where it is made.
 
 from __future__ import annotations
 
+import re
 from pathlib import PurePosixPath
 
 import yaml
 
-from provision.config.models import Cluster
+from provision import versions
+from provision.config.models import Cluster, Host, is_ip
+from provision.errors import ConfigError
+from provision.pki.store import Material
+from provision.render.tree import File, Tree
+
+KUBELET_DIR = PurePosixPath("/var/lib/kubelet")
+CONFIG_PATH = KUBELET_DIR / "config.yaml"
+FLAGS_ENV_PATH = KUBELET_DIR / "kubeadm-flags.env"
+# Where the upstream packages (pkgs.k8s.io) install them: kubelet.service comes with the kubelet
+# package, the drop-in with kubeadm. /etc/systemd/system stays free for the administrator.
+UNIT_PATH = PurePosixPath("/usr/lib/systemd/system/kubelet.service")
+DROP_IN_PATH = PurePosixPath("/usr/lib/systemd/system/kubelet.service.d/10-kubeadm.conf")
+BOOTSTRAP_KUBECONFIG = "/etc/kubernetes/bootstrap-kubelet.conf"
+KUBECONFIG = "/etc/kubernetes/kubelet.conf"
 
 KUBELET_API_VERSION = "kubelet.config.k8s.io/v1beta1"
 CONTAINERD_ENDPOINT = "unix:///run/containerd/containerd.sock"
@@ -85,3 +100,105 @@ def kubelet_configuration(cluster: Cluster) -> dict:
 def dump_yaml(obj: dict) -> bytes:
     """YAML the way Kubernetes' own tools write component configs: keys sorted, block style."""
     return yaml.safe_dump(obj, sort_keys=True, default_flow_style=False).encode()
+
+
+# --- per-node flags: /var/lib/kubelet/kubeadm-flags.env -------------------------------------------
+
+# kubeadm ≥ 1.34 (NodeLocalCRISocket, on by default) keeps the CRI socket in the configuration only;
+# before that it also passed the flag. The config field alone would do; we follow kubeadm.
+_CRI_FLAG_DROPPED_IN = 34
+# The kubelet removed --pod-infra-container-image in 1.35 (it refuses to start with it). Before,
+# kubeadm passed it so that the kubelet's image GC never removes the pause image.
+_PAUSE_FLAG_REMOVED_IN = 35
+
+_FLAG_NAME = re.compile(r"^[a-z0-9][a-z0-9.-]*$")
+
+
+def pause_image(cluster: Cluster) -> str:
+    return f"{cluster.image_repository}/pause:{versions.defaults(cluster.minor).pause}"
+
+
+def kubelet_flags(cluster: Cluster, host: Host) -> dict[str, str]:
+    """The flags that differ per node (or per version), with kubelet.extraArgs replacing ours."""
+    flags = {
+        # kubeprov issues kubelet.conf for system:node:<host name>, so the node must register under
+        # exactly that name whatever the machine's hostname is (kubeadm sets it only when they
+        # differ, which a renderer cannot see; setting it always is harmless when they agree).
+        "hostname-override": host.name,
+    }
+    # The node IP the cluster uses, not whatever address the default route happens to pick. A
+    # host known only by a DNS name (no internalAddress) leaves the choice to the kubelet.
+    if is_ip(host.advertise_address):
+        flags["node-ip"] = host.advertise_address
+    if cluster.minor < _CRI_FLAG_DROPPED_IN:
+        flags["container-runtime-endpoint"] = CONTAINERD_ENDPOINT
+    if cluster.minor < _PAUSE_FLAG_REMOVED_IN:
+        flags["pod-infra-container-image"] = pause_image(cluster)
+    for name, value in cluster.kubelet.extra_args.items():
+        field = f"kubelet.extraArgs.{name}"
+        if not _FLAG_NAME.match(name):
+            raise ConfigError("not a kubelet flag name (lower-case, without leading dashes)", field=field)
+        # The env file is expanded unquoted by systemd: whitespace would split the value, and
+        # quotes, backslashes or $ would be interpreted.
+        if re.search(r'[\s"\\$\']', value):
+            raise ConfigError(f"value {value!r} contains whitespace, a quote, a backslash or $", field=field)
+        if name == "pod-infra-container-image" and cluster.minor >= _PAUSE_FLAG_REMOVED_IN:
+            raise ConfigError(f"the kubelet removed this flag in v1.{_PAUSE_FLAG_REMOVED_IN}", field=field)
+        flags[name] = value
+    return flags
+
+
+def format_flags(flags: dict[str, str]) -> str:
+    """dict → `--k=v …`, sorted, the way kubeadm builds argument lists."""
+    return " ".join(f"--{name}={flags[name]}" for name in sorted(flags))
+
+
+def flags_env(cluster: Cluster, host: Host) -> bytes:
+    return f'KUBELET_KUBEADM_ARGS="{format_flags(kubelet_flags(cluster, host))}"\n'.encode()
+
+
+# --- systemd: the packaged unit and kubeadm's drop-in ----------------------------------------------
+
+KUBELET_UNIT = """\
+# Rendered by kubeprov: the kubelet unit as the upstream kubelet package ships it.
+[Unit]
+Description=kubelet: The Kubernetes Node Agent
+Documentation=https://kubernetes.io/docs/
+Wants=network-online.target
+After=network-online.target
+
+[Service]
+ExecStart=/usr/bin/kubelet
+Restart=always
+StartLimitInterval=0
+RestartSec=10
+
+[Install]
+WantedBy=multi-user.target
+"""
+
+KUBEADM_DROP_IN = f"""\
+# Rendered by kubeprov: kubeadm's drop-in for the kubelet unit.
+# The bootstrap kubeconfig is used only if kubelet.conf does not exist yet (TLS bootstrap).
+[Service]
+Environment="KUBELET_KUBECONFIG_ARGS=--bootstrap-kubeconfig={BOOTSTRAP_KUBECONFIG} --kubeconfig={KUBECONFIG}"
+Environment="KUBELET_CONFIG_ARGS=--config={CONFIG_PATH}"
+# Per-node flags (node IP, node name, version-dependent flags, kubelet.extraArgs), written by kubeprov.
+EnvironmentFile=-{FLAGS_ENV_PATH}
+# The administrator's last-resort overrides; kubeprov never writes this file.
+EnvironmentFile=-/etc/default/kubelet
+ExecStart=
+ExecStart=/usr/bin/kubelet $KUBELET_KUBECONFIG_ARGS $KUBELET_CONFIG_ARGS $KUBELET_KUBEADM_ARGS $KUBELET_EXTRA_ARGS
+"""
+
+
+def render_kubelet(cluster: Cluster, host: Host, material: Material) -> Tree:
+    """The kubelet's files on a host that runs one (control planes and workers)."""
+    if host not in cluster.nodes:
+        return {}
+    return {
+        CONFIG_PATH: File(dump_yaml(kubelet_configuration(cluster))),
+        FLAGS_ENV_PATH: File(flags_env(cluster, host)),
+        UNIT_PATH: File(KUBELET_UNIT.encode()),
+        DROP_IN_PATH: File(KUBEADM_DROP_IN.encode()),
+    }
