@@ -70,7 +70,9 @@ def _split(names: list[str]) -> SANs:
 
 def apiserver_sans(cluster: Cluster, host: Host) -> SANs:
     domain = cluster.networking.dns_domain
-    endpoint_host, _ = cluster.endpoint
+    # Like kubeadm, only an explicit controlPlaneEndpoint is added: without one, `cluster.endpoint`
+    # falls back to the first control plane, whose address must not appear on the others' certs.
+    endpoint_host = cluster.endpoint[0] if cluster.control_plane_endpoint else host.advertise_address
     return _split(
         [
             host.name,
