@@ -11,10 +11,13 @@ from __future__ import annotations
 
 from provision.config.models import Cluster
 from provision.pki.store import Material
+from provision.render.containerd import render_containerd
+from provision.render.kubelet import render_kubelet
+from provision.render.node_os import render_node_os
 from provision.render.pki_files import render_pki
 from provision.render.tree import Tree, merge
 
-HOST_RENDERERS = (render_pki,)
+HOST_RENDERERS = (render_pki, render_kubelet, render_containerd, render_node_os,)
 CLUSTER_RENDERERS: tuple = ()
 
 
