@@ -27,7 +27,7 @@ from cryptography.x509.oid import NameOID
 from provision.config.models import Cluster, Host
 from provision.errors import PKIError
 from provision.fsutil import PRIVATE_FILE_MODE, PUBLIC_FILE_MODE, atomic_write, backup_file, ensure_private_dir
-from provision.pki import crypto, kubeconfigs
+from provision.pki import crypto, kubeconfigs, secrets
 from provision.pki.certlist import CA_BY_NAME, CAS, CERTS, CLIENT_AUTH, SA_KEY, SA_PUB, CASpec, SANs, cert_names
 from provision.pki.crypto import LeafRequest, PrivateKey
 
@@ -127,6 +127,7 @@ class PKIStore:
         ensure_private_dir(self.root)  # it holds CA keys
         outcomes = [self._ensure_ca(ca, now) for ca in CAS]
         outcomes += self._ensure_sa_keys()
+        outcomes += secrets.ensure_encryption_key(self.cluster, self.root)
         for cred in self.credentials():
             outcomes.append(self._ensure(cred, now))
         return outcomes
@@ -386,6 +387,7 @@ class Material:
     sa: tuple[bytes, bytes]  # (sa.key, sa.pub)
     leaves: dict[tuple[str, str], tuple[bytes, bytes]]  # (cert name, host) → (cert, key)
     kubeconfigs: dict[tuple[str, str | None], bytes]  # (file, host or None) → kubeconfig
+    encryption_key: bytes | None = None  # Secrets-at-rest key (secrets.py); None when not encrypting
 
 
 def read_material(store: PKIStore) -> Material:
@@ -408,4 +410,5 @@ def read_material(store: PKIStore) -> Material:
             kcs[(cred.name, cred.host.name if cred.host else None)] = read(cred.path)
         else:
             leaves[(cred.name, cred.host.name)] = (read(cred.path), read(cred.key_path))
-    return Material(cas, sa, leaves, kcs)
+    key = secrets.read_encryption_key(store.root, required=store.cluster.control_plane.encrypt_secrets)
+    return Material(cas, sa, leaves, kcs, encryption_key=key)
