@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from provision.config.models import Cluster
 from provision.pki.store import Material
+from provision.render.cluster_objects import render_cluster_objects
 from provision.render.containerd import render_containerd
 from provision.render.kubelet import render_kubelet
 from provision.render.node_os import render_node_os
@@ -18,7 +19,7 @@ from provision.render.pki_files import render_pki
 from provision.render.tree import Tree, merge
 
 HOST_RENDERERS = (render_pki, render_kubelet, render_containerd, render_node_os,)
-CLUSTER_RENDERERS: tuple = ()
+CLUSTER_RENDERERS: tuple = (render_cluster_objects,)
 
 
 def render_hosts(cluster: Cluster, material: Material) -> dict[str, Tree]:
