@@ -268,7 +268,8 @@ class Certificates(Model):
     key_algorithm: KeyAlgorithm = KeyAlgorithm.RSA_2048
     validity_days: Annotated[int, Field(ge=1, le=3650)] = 365
     ca_validity_days: Annotated[int, Field(ge=1, le=36500)] = 3650
-    api_server_extra_sans: list[str] = Field(default_factory=list)
+    # Spelled like Kubernetes' own SANs; the generated camelCase would be apiServerExtraSans.
+    api_server_extra_sans: list[str] = Field(default_factory=list, alias="apiServerExtraSANs")
 
     @field_validator("api_server_extra_sans")
     @classmethod
@@ -426,13 +427,15 @@ def _check_unique(hosts: list[Host]) -> None:
                 f"hosts[{index}].name", f"duplicate host name {host.name!r} (also hosts[{seen_names[host.name]}])"
             )
         seen_names[host.name] = index
-        for address in {host.address, host.advertise_address}:
-            other = seen_addresses.get(address)
+        # The other host is named, not only indexed: inventory hosts have no index a reader can look up.
+        for field, address in (("address", host.address), ("internalAddress", host.internal_address)):
+            other = seen_addresses.get(address) if address else None
             if other is not None and other != index:
                 raise _field_error(
-                    f"hosts[{index}].address", f"duplicate address {address!r} (also hosts[{other}])"
+                    f"hosts[{index}].{field}", f"duplicate address {address!r} (also host {hosts[other].name!r})"
                 )
-            seen_addresses[address] = index
+            if address:
+                seen_addresses[address] = index
 
 
 def _check_topology(cluster: Cluster) -> None:
