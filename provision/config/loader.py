@@ -10,67 +10,12 @@ import re
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import ValidationError
 
 from provision.config.inventory import load_inventory
 from provision.config.models import API_VERSION, KIND, Cluster, _CrossFieldError
+from provision.config.source import label, parse_yaml, read_text
 from provision.errors import ConfigError
-
-
-class _StrictLoader(yaml.SafeLoader):
-    """SafeLoader that refuses duplicate mapping keys instead of silently keeping the last."""
-
-
-def _construct_mapping(loader: _StrictLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
-    loader.flatten_mapping(node)
-    mapping: dict = {}
-    for key_node, value_node in node.value:
-        key = loader.construct_object(key_node, deep=deep)
-        try:
-            hash(key)
-        except TypeError:
-            raise yaml.constructor.ConstructorError(
-                None, None, "a mapping key must be a plain value", key_node.start_mark
-            ) from None
-        if key in mapping:
-            raise yaml.constructor.ConstructorError(
-                None, None, f"duplicate key {key!r}", key_node.start_mark
-            )
-        mapping[key] = loader.construct_object(value_node, deep=deep)
-    return mapping
-
-
-_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
-
-
-def read_text(path: Path) -> str:
-    try:
-        return Path(path).read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError("no such file", source=str(path)) from None
-    except IsADirectoryError:
-        raise ConfigError("is a directory, not a file", source=str(path)) from None
-    except PermissionError:
-        raise ConfigError("permission denied", source=str(path)) from None
-    except UnicodeDecodeError as exc:
-        raise ConfigError(f"not UTF-8 text (byte {exc.start})", source=str(path)) from None
-    except OSError as exc:
-        raise ConfigError(exc.strerror or str(exc), source=str(path)) from None
-
-
-def parse_yaml(text: str, source: str) -> Any:
-    try:
-        return yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
-        problem = exc.problem or exc.context or "malformed YAML"
-        raise ConfigError(f"malformed YAML: {where}{problem}", source=source) from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"malformed YAML: {exc}", source=source) from None
-    except RecursionError:
-        raise ConfigError("malformed YAML: nested too deeply", source=source) from None
 
 
 def format_loc(loc: tuple) -> str:
@@ -80,7 +25,7 @@ def format_loc(loc: tuple) -> str:
         if isinstance(part, int):
             out += f"[{part}]"
         else:
-            out += ("." if out else "") + str(part)
+            out += ("." if out else "") + label(part)
     return out
 
 
@@ -132,21 +77,26 @@ def cluster_from_data(data: Any, source: str, *, base_dir: Path | None = None) -
     except RecursionError:
         raise ConfigError("nested too deeply", source=source) from None
     if base_dir is not None:
-        cluster = _resolve_paths(cluster, base_dir)
+        cluster = _resolve_paths(cluster, base_dir, source)
     return cluster
 
 
-def _resolve_paths(cluster: Cluster, base_dir: Path) -> Cluster:
+def _resolve_paths(cluster: Cluster, base_dir: Path, source: str) -> Cluster:
     """Relative paths in a file mean 'relative to that file', whatever the working directory."""
     cluster_dir = cluster.cluster_dir or Path(".kubeprov") / cluster.name
     if not cluster_dir.is_absolute():
         cluster_dir = base_dir / cluster_dir
-    hosts = [
-        h.model_copy(update={"ssh": h.ssh.model_copy(update={"key": base_dir / h.ssh.key})})
-        if h.ssh.key is not None and not h.ssh.key.expanduser().is_absolute()
-        else h
-        for h in cluster.hosts
-    ]
+    hosts = []
+    for index, host in enumerate(cluster.hosts):
+        key = host.ssh.key
+        if key is not None:
+            try:
+                expanded = key.expanduser()
+            except RuntimeError:  # ~someone for a user this machine does not have
+                raise ConfigError(f"cannot expand {str(key)!r}: no such user", source=source, field=f"hosts[{index}].ssh.key") from None
+            if not expanded.is_absolute():
+                host = host.model_copy(update={"ssh": host.ssh.model_copy(update={"key": base_dir / key})})
+        hosts.append(host)
     return cluster.model_copy(update={"cluster_dir": cluster_dir, "hosts": hosts})
 
 
@@ -156,38 +106,33 @@ def load_cluster(config: Path | None, inventory: Path | None = None) -> Cluster:
     With both, the inventory supplies the hosts and the file everything else; the file must then
     not list hosts itself (two sources of truth would disagree sooner or later).
     """
-    if config is None and inventory is None:
-        raise ConfigError("give a cluster file (-c FILE), an Ansible inventory (-i INVENTORY), or both")
-    data: dict[str, Any]
-    source = str(config) if config else str(inventory)
-    if config is not None:
-        parsed = parse_yaml(read_text(config), str(config))
-        if not isinstance(parsed, dict):
-            kind = "an empty file" if parsed is None else f"a {type(parsed).__name__}"
-            raise ConfigError(f"expected a mapping (apiVersion, kind, …), got {kind}", source=str(config))
-        data = dict(parsed)
-        base_dir = Path(config).resolve().parent
-    else:
-        data = {"apiVersion": API_VERSION, "kind": KIND}
-        base_dir = Path.cwd()
-    if inventory is not None:
-        if "hosts" in data:
-            raise ConfigError(
-                f"hosts are listed here and in the inventory {inventory}; keep them in one place",
-                source=str(config), field="hosts",
-            )
-        data["hosts"] = load_inventory(inventory)
-        if config is None and "kubernetesVersion" not in data:
-            raise ConfigError("an inventory alone has no kubernetesVersion; give a cluster file too (-c)", source=source)
+    if config is None:
+        if inventory is None:
+            raise ConfigError("give a cluster file (-c FILE), and optionally an Ansible inventory (-i INVENTORY) for the hosts")
+        raise ConfigError("an inventory has no kubernetesVersion or cluster settings; give a cluster file too (-c)", source=str(inventory))
+    parsed = parse_yaml(read_text(config), str(config))
+    if not isinstance(parsed, dict):
+        kind = "an empty file" if parsed is None else f"a {type(parsed).__name__}"
+        raise ConfigError(f"expected a mapping (apiVersion, kind, …), got {kind}", source=str(config))
+    data: dict[str, Any] = dict(parsed)
+    base_dir = Path(config).resolve().parent
+    if inventory is None:
+        return cluster_from_data(data, str(config), base_dir=base_dir)
+    if "hosts" in data:
+        raise ConfigError(
+            f"hosts are listed here and in the inventory {inventory}; keep them in one place",
+            source=str(config), field="hosts",
+        )
+    data["hosts"] = load_inventory(inventory)
     try:
-        return cluster_from_data(data, source, base_dir=base_dir)
+        return cluster_from_data(data, str(config), base_dir=base_dir)
     except ConfigError as exc:
-        if inventory is None or not (exc.field or "").startswith("hosts"):
+        if not (exc.field or "").startswith("hosts"):
             raise
         # A host problem is the inventory's: name that file and the host, not a list index.
-        match = re.match(r"hosts\[(\d+)\](.*)", exc.field or "")
+        match = re.match(r"hosts\[(\d+)\]\.?(.*)", exc.field or "")
         field = exc.field
         if match:
-            name = data["hosts"][int(match.group(1))]["name"]
-            field = f"{name}{match.group(2)}"
+            host = label(data["hosts"][int(match.group(1))]["name"])
+            field = f"{host}.{match.group(2)}" if match.group(2) else host
         raise ConfigError(exc.message, source=str(inventory), field=field) from None
