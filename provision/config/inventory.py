@@ -2,10 +2,12 @@
 
 kube_control_plane → control-plane, kube_node → worker, etcd → etcd. Host variables
 ansible_host / ansible_user / ansible_port / ansible_ssh_private_key_file map to the host's
-address and SSH settings; kubespray's `ip` is the address the cluster uses. Group `vars` and
-`children` are honoured the way Ansible does (child groups' hosts belong to the parent; more
-specific vars win). The result is plain data for `Cluster` to validate, so the model's errors
-apply to inventory hosts too.
+address and SSH settings; kubespray's `ip` is the address the cluster uses.
+
+Groups work the way Ansible's do: a child group's hosts belong to its parents, and a variable
+comes from the most specific place that sets it — the host itself, then groups from the deepest
+(farthest from `all`) to the shallowest, ties broken by group name, then `all`. The result is
+plain data for `Cluster` to validate, so the model's errors apply to inventory hosts too.
 """
 
 from __future__ import annotations
@@ -16,263 +18,329 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from provision.config.source import label, parse_yaml, read_text
 from provision.errors import ConfigError
 
 ROLE_GROUPS = {"kube_control_plane": "control-plane", "kube_node": "worker", "etcd": "etcd"}
 # Older kubespray inventories call the control plane group kube-master / kube_master.
 LEGACY_GROUPS = {"kube-master": "kube_control_plane", "kube_master": "kube_control_plane", "kube-node": "kube_node"}
+# Tried in this order when the inventory is given as a directory (kubespray's inventory/<name>/).
+DIRECTORY_FILES = ("hosts.yaml", "hosts.yml", "hosts.ini", "inventory.ini", "hosts")
 
-_RANGE = re.compile(r"\[([0-9]+):([0-9]+)\]|\[([a-z]):([a-z])\]")
+# Ansible host ranges: [01:10], [1:10:2], [a:f].
+_RANGE = re.compile(r"\[([0-9a-zA-Z]+):([0-9a-zA-Z]+)(?::([0-9]+))?\]")
+_MAX_RANGE = 10_000
+# A YAML inventory starts with a group name and a colon (`all:`); an INI one with a host or [section].
+_YAML_START = re.compile(r"^(---|[^\s\[=#;]+:(\s|$))")
 
 
 @dataclass
 class _Group:
-    hosts: dict[str, dict[str, Any]] = field(default_factory=dict)  # host → its vars in this group
+    hosts: list[str] = field(default_factory=list)
     vars: dict[str, Any] = field(default_factory=dict)
     children: list[str] = field(default_factory=list)
 
 
-def load_inventory(path: Path) -> list[dict[str, Any]]:
-    from provision.config.loader import parse_yaml, read_text
+@dataclass
+class _Inventory:
+    """What the file says, before anything is resolved: groups, and each host's own vars."""
 
+    source: str
+    groups: dict[str, _Group] = field(default_factory=lambda: {"all": _Group(), "ungrouped": _Group()})
+    host_vars: dict[str, dict[str, Any]] = field(default_factory=dict)  # in order of first appearance
+
+    def group(self, name: str) -> _Group:
+        return self.groups.setdefault(LEGACY_GROUPS.get(name, name), _Group())
+
+    def add_host(self, group: str, pattern: str, host_vars: dict[str, Any], where: str) -> None:
+        name, port = _split_port(pattern)
+        if port is not None:
+            host_vars = {"ansible_port": port, **host_vars}
+        for host in _expand(name, self.source, where):
+            members = self.group(group).hosts
+            if host not in members:
+                members.append(host)
+            self.host_vars.setdefault(host, {}).update(host_vars)
+
+    def add_child(self, parent: str, child: str) -> None:
+        child = LEGACY_GROUPS.get(child, child)
+        children = self.group(parent).children
+        if child not in children:
+            children.append(child)
+
+
+def load_inventory(path: Path) -> list[dict[str, Any]]:
+    """The hosts of a kubespray-style inventory file (or directory), control planes first."""
     path = Path(path)
     if path.is_dir():
-        candidates = [p for name in ("hosts.yaml", "hosts.yml", "hosts.ini", "hosts", "inventory.ini")
-                      if (p := path / name).is_file()]
-        if not candidates:
-            raise ConfigError("directory has no hosts.yaml, hosts.yml, hosts.ini or hosts file", source=str(path))
-        path = candidates[0]
+        found = [path / name for name in DIRECTORY_FILES if (path / name).is_file()]
+        if not found:
+            raise ConfigError(f"directory has none of {', '.join(DIRECTORY_FILES)}", source=str(path))
+        path = found[0]
     text = read_text(path)
     source = str(path)
     if _looks_like_yaml(path, text):
-        groups = _groups_from_yaml(parse_yaml(text, source), source)
+        inventory = _from_yaml(parse_yaml(text, source), source)
     else:
-        groups = _groups_from_ini(text, source)
-    return _hosts(groups, source)
+        inventory = _from_ini(text, source)
+    return _hosts(inventory)
 
 
 def _looks_like_yaml(path: Path, text: str) -> bool:
-    if path.suffix in (".yaml", ".yml"):
+    if path.suffix in (".yaml", ".yml", ".json"):
         return True
     if path.suffix in (".ini", ".cfg"):
         return False
-    first = next((line.strip() for line in text.splitlines() if line.strip() and not line.lstrip().startswith(("#", ";"))), "")
-    return not first.startswith("[") and (first.endswith(":") or first.startswith("---"))
+    for line in text.splitlines():
+        if line.strip() and not line.lstrip().startswith(("#", ";")):
+            return line.lstrip().startswith("{") or bool(_YAML_START.match(line))
+    return False
+
+
+def _split_port(pattern: str) -> tuple[str, int | None]:
+    """Ansible's `host:port` in an inventory host name."""
+    name, colon, port = pattern.rpartition(":")
+    if colon and name and ":" not in name and port.isdigit():
+        return name, int(port)
+    return pattern, None
+
+
+def _expand(pattern: str, source: str, where: str) -> list[str]:
+    """Ansible's host ranges: node[01:03] → node01 node02 node03; [1:9:2] steps; [a:c] letters."""
+    match = _RANGE.search(pattern)
+    if not match:
+        return [pattern]
+    start, end, step = match.group(1), match.group(2), int(match.group(3) or 1)
+
+    def bad(why: str) -> ConfigError:
+        return ConfigError(f"{where}: host range {pattern!r} {why}", source=source)
+
+    if step < 1:
+        raise bad("has a step below 1")
+    if start.isdigit() and end.isdigit():
+        if len(start) != len(end) and start.startswith("0"):
+            raise bad("pads its start with zeros but not its end")
+        if int(start) > int(end):
+            raise bad("is empty (start after end)")
+        if (int(end) - int(start)) // step >= _MAX_RANGE:
+            raise bad(f"has more than {_MAX_RANGE} hosts")
+        width = len(start) if start.startswith("0") else 0
+        items = [str(i).zfill(width) for i in range(int(start), int(end) + 1, step)]
+    elif len(start) == len(end) == 1 and start.isalpha() and end.isalpha():
+        if start > end:
+            raise bad("is empty (start after end)")
+        items = [chr(c) for c in range(ord(start), ord(end) + 1, step)]
+    else:
+        raise bad("is neither numeric ([01:09]) nor alphabetic ([a:f])")
+    head, tail = pattern[: match.start()], pattern[match.end():]
+    expanded = [name for item in items for name in _expand(head + item + tail, source, where)]
+    if len(expanded) > _MAX_RANGE:
+        raise bad(f"has more than {_MAX_RANGE} hosts")
+    return expanded
 
 
 # --- INI ------------------------------------------------------------------------------------
 
 
-def _groups_from_ini(text: str, source: str) -> dict[str, _Group]:
-    groups: dict[str, _Group] = {"all": _Group(), "ungrouped": _Group()}
+def _from_ini(text: str, source: str) -> _Inventory:
+    inventory = _Inventory(source)
     section, kind = "ungrouped", "hosts"
+
+    def malformed(number: int, why: str) -> ConfigError:
+        return ConfigError(f"malformed INI: line {number}: {why}", source=source)
+
     for number, raw in enumerate(text.splitlines(), start=1):
         line = raw.strip()
         if not line or line.startswith(("#", ";")):
             continue
-        where = f"line {number}"
         if line.startswith("["):
-            if not line.endswith("]") or len(line) < 3:
-                raise ConfigError(f"malformed INI: {where}: section header {line!r}", source=source)
-            name, _, kind = line[1:-1].strip().partition(":")
+            if not line.endswith("]"):
+                raise malformed(number, f"section header {line!r} does not end with ']'")
+            section, _, kind = line[1:-1].strip().partition(":")
             kind = kind or "hosts"
-            if kind not in ("hosts", "vars", "children") or not name or " " in name:
-                raise ConfigError(f"malformed INI: {where}: unknown section {line!r}", source=source)
-            section = LEGACY_GROUPS.get(name, name)
-            groups.setdefault(section, _Group())
+            if not section or any(ch.isspace() for ch in section):
+                raise malformed(number, f"{line!r} is not a group name")
+            if kind not in ("hosts", "vars", "children"):
+                raise malformed(number, f"{line!r}: a section is [group], [group:vars] or [group:children]")
+            inventory.group(section)
+            continue
+        if kind == "vars":
+            key, eq, value = line.partition("=")
+            if not eq or not key.strip():
+                raise malformed(number, f"expected key=value in the vars of group {section!r}")
+            inventory.group(section).vars[key.strip()] = _ini_value(value)
             continue
         try:
             words = shlex.split(line, comments=True)
         except ValueError as exc:
-            raise ConfigError(f"malformed INI: {where}: {exc}", source=source) from None
+            raise malformed(number, str(exc)) from None
         if not words:
             continue
-        group = groups[section]
-        if kind == "vars":
-            key, eq, value = line.partition("=")
-            if not eq or not key.strip():
-                raise ConfigError(f"malformed INI: {where}: expected key=value in [{section}:vars]", source=source)
-            group.vars[key.strip()] = _ini_value(value.strip())
-        elif kind == "children":
+        if kind == "children":
             if len(words) != 1:
-                raise ConfigError(f"malformed INI: {where}: one group name per line in [{section}:children]", source=source)
-            group.children.append(LEGACY_GROUPS.get(words[0], words[0]))
-        else:
-            host_vars = {}
-            for word in words[1:]:
-                key, eq, value = word.partition("=")
-                if not eq or not key:
-                    raise ConfigError(f"malformed INI: {where}: expected key=value after the host name, got {word!r}", source=source)
-                host_vars[key] = _ini_value(value)
-            for name in _expand(words[0], source, where):
-                group.hosts.setdefault(name, {}).update(host_vars)
-    return groups
+                raise malformed(number, f"one group name per line in the children of group {section!r}")
+            inventory.add_child(section, words[0])
+            continue
+        if "=" in words[0]:
+            raise malformed(number, f"{words[0]!r} is not a host name (a variable belongs in [{section}:vars])")
+        host_vars = {}
+        for word in words[1:]:
+            key, eq, value = word.partition("=")
+            if not eq or not key:
+                raise malformed(number, f"expected key=value after the host name, got {word!r}")
+            host_vars[key] = _ini_value(value)
+        inventory.add_host(section, words[0], host_vars, f"line {number}")
+    return inventory
 
 
 def _ini_value(value: str) -> Any:
+    """INI values are text; whole numbers become ints (ports) and one pair of quotes is dropped."""
     value = value.strip()
     if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
         return value[1:-1]
-    if value.isdigit():
+    if value.isascii() and value.isdigit():
         return int(value)
     return value
-
-
-def _expand(pattern: str, source: str, where: str) -> list[str]:
-    """Ansible's host ranges: node[01:03] → node01 node02 node03; web[a:c] likewise."""
-    match = _RANGE.search(pattern)
-    if not match:
-        return [pattern]
-    head, tail = pattern[: match.start()], pattern[match.end():]
-    if match.group(1) is not None:
-        start, end = match.group(1), match.group(2)
-        if int(start) > int(end):
-            raise ConfigError(f"malformed INI: {where}: empty host range {pattern!r}", source=source)
-        width = len(start) if start.startswith("0") else 0
-        items = [str(i).zfill(width) for i in range(int(start), int(end) + 1)]
-    else:
-        items = [chr(c) for c in range(ord(match.group(3)), ord(match.group(4)) + 1)]
-    if len(items) > 10000:
-        raise ConfigError(f"malformed INI: {where}: host range {pattern!r} is too large", source=source)
-    return [name for item in items for name in _expand(head + item + tail, source, where)]
 
 
 # --- YAML -----------------------------------------------------------------------------------
 
 
-def _groups_from_yaml(data: Any, source: str) -> dict[str, _Group]:
+def _from_yaml(data: Any, source: str) -> _Inventory:
     if not isinstance(data, dict) or not data:
         raise ConfigError("an Ansible YAML inventory is a mapping with a top-level group such as 'all'", source=source)
-    groups: dict[str, _Group] = {"all": _Group(), "ungrouped": _Group()}
+    inventory = _Inventory(source)
 
-    def visit(name: Any, body: Any, path: str) -> None:
-        if not isinstance(name, str):
-            raise ConfigError(f"group name must be a string, got {name!r}", source=source, field=path)
-        name = LEGACY_GROUPS.get(name, name)
-        group = groups.setdefault(name, _Group())
+    def fail(where: str, why: str) -> ConfigError:
+        return ConfigError(why, source=source, field=where)
+
+    def visit(name: Any, body: Any, where: str) -> None:
+        if not isinstance(name, str) or not name:
+            raise fail(where, f"a group name must be text, got {name!r}")
+        inventory.group(name)
         if body is None:
             return
         if not isinstance(body, dict):
-            raise ConfigError("a group must be a mapping of hosts/vars/children", source=source, field=path)
+            raise fail(where, "a group is a mapping with hosts, vars and children")
         for key in body:
             if key not in ("hosts", "vars", "children"):
-                raise ConfigError("unknown key (a group has hosts, vars and children)", source=source, field=f"{path}.{key}")
-        hosts = body.get("hosts") or {}
-        if not isinstance(hosts, dict):
-            raise ConfigError("hosts must be a mapping of host name → vars", source=source, field=f"{path}.hosts")
+                raise fail(f"{where}.{label(key)}", "unknown key (a group has hosts, vars and children)")
+        hosts = _mapping(body.get("hosts"), fail, f"{where}.hosts", "hosts are a mapping of host name → vars")
         for host, host_vars in hosts.items():
-            if not isinstance(host, str):
-                raise ConfigError(f"host name must be a string, got {host!r}", source=source, field=f"{path}.hosts")
-            if host_vars is not None and not isinstance(host_vars, dict):
-                raise ConfigError("host vars must be a mapping", source=source, field=f"{path}.hosts.{host}")
-            for expanded in _expand(host, source, f"{path}.hosts"):
-                group.hosts.setdefault(expanded, {}).update(host_vars or {})
-        group_vars = body.get("vars") or {}
-        if not isinstance(group_vars, dict):
-            raise ConfigError("vars must be a mapping", source=source, field=f"{path}.vars")
-        group.vars.update(group_vars)
-        children = body.get("children") or {}
-        if not isinstance(children, dict):
-            raise ConfigError("children must be a mapping of group name → group", source=source, field=f"{path}.children")
+            if not isinstance(host, str) or not host:
+                raise fail(f"{where}.hosts", f"a host name must be text, got {host!r}")
+            host_vars = _mapping(host_vars, fail, f"{where}.hosts.{label(host)}", "host vars are a mapping")
+            inventory.add_host(name, host, host_vars, f"{where}.hosts")
+        inventory.group(name).vars.update(_mapping(body.get("vars"), fail, f"{where}.vars", "vars are a mapping"))
+        children = _mapping(body.get("children"), fail, f"{where}.children", "children are a mapping of group name → group")
         for child, child_body in children.items():
-            if isinstance(child, str) and LEGACY_GROUPS.get(child, child) not in group.children:
-                group.children.append(LEGACY_GROUPS.get(child, child))
-            visit(child, child_body, f"{path}.children.{child}")
+            visit(child, child_body, f"{where}.children.{label(child)}")
+            inventory.add_child(name, child)
 
     for name, body in data.items():
-        visit(name, body, str(name))
-    return groups
+        visit(name, body, label(name))
+    return inventory
+
+
+def _mapping(value: Any, fail, where: str, why: str) -> dict:
+    """`value` as a dict: empty when absent (YAML's `hosts:` with nothing after it), else an error."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise fail(where, why)
+    return value
 
 
 # --- groups → hosts -------------------------------------------------------------------------
 
 
-def _members(groups: dict[str, _Group], name: str, source: str, trail: tuple[str, ...] = ()) -> dict[str, list[str]]:
-    """Every host in group `name` (with its children), mapped to the chain of groups, outermost first."""
-    if name in trail:
-        raise ConfigError(f"group {name!r} is its own descendant ({' → '.join(trail + (name,))})", source=source)
-    group = groups.get(name)
-    if group is None:
-        raise ConfigError(f"group {trail[-1]!r} names an undefined child group {name!r}", source=source)
-    found = {host: [name] for host in group.hosts}
-    for child in group.children:
-        for host, chain in _members(groups, child, source, trail + (name,)).items():
-            found.setdefault(host, [name, *chain])
-    return found
+def _depths(inventory: _Inventory) -> dict[str, int]:
+    """Each group's longest distance from `all` (Ansible's group depth); refuses loops and unknown children.
+
+    Parents are visited before children (Kahn's topological order), so a group's depth is one
+    more than its deepest parent's; a group left unvisited is part of a loop.
+    """
+    groups = inventory.groups
+    parents: dict[str, set[str]] = {name: set() for name in groups}
+    for name, group in groups.items():
+        for child in group.children:
+            if child not in groups:
+                raise ConfigError(f"group {name!r} names an undefined child group {child!r}", source=inventory.source)
+            parents[child].add(name)
+    waiting = {name: len(found) for name, found in parents.items()}
+    ready = [name for name, count in waiting.items() if count == 0]
+    depth: dict[str, int] = {}
+    while ready:
+        name = ready.pop()
+        # Every group is implicitly a child of `all`, so a parentless group other than `all` has depth 1.
+        depth[name] = 0 if name == "all" else 1 + max((depth[p] for p in parents[name]), default=0)
+        for child in groups[name].children:
+            waiting[child] -= 1
+            if waiting[child] == 0:
+                ready.append(child)
+    looped = sorted(set(groups) - set(depth))
+    if looped:
+        raise ConfigError(f"groups {', '.join(looped)} contain each other in a loop", source=inventory.source)
+    return depth
 
 
-def _hosts(groups: dict[str, _Group], source: str) -> list[dict[str, Any]]:
-    roles: dict[str, list[str]] = {}
-    chains: dict[str, list[str]] = {}
-    for group_name, role in ROLE_GROUPS.items():
-        if group_name not in groups:
-            continue
-        for host, chain in _members(groups, group_name, source).items():
-            roles.setdefault(host, []).append(role)
-            chains.setdefault(host, chain)
+def _members(inventory: _Inventory, depth: dict[str, int]) -> dict[str, set[str]]:
+    """Every group's hosts, its descendants' included; deepest groups first, so children are done."""
+    members: dict[str, set[str]] = {}
+    for name in sorted(depth, key=depth.__getitem__, reverse=True):
+        group = inventory.groups[name]
+        members[name] = set(group.hosts).union(*(members[child] for child in group.children))
+    return members
+
+
+def _hosts(inventory: _Inventory) -> list[dict[str, Any]]:
+    depth = _depths(inventory)
+    members = _members(inventory, depth)
+    roles = {
+        host: [role for group, role in ROLE_GROUPS.items() if host in members.get(group, ())]
+        for host in inventory.host_vars
+    }
+    roles = {host: found for host, found in roles.items() if found}
     if not roles:
         raise ConfigError(
-            "no hosts in the groups kube_control_plane, kube_node or etcd (kubespray's group names)", source=source
+            "no hosts in the groups kube_control_plane, kube_node or etcd (kubespray's group names)",
+            source=inventory.source,
         )
+    appearance = list(inventory.host_vars)
+    # Control planes first (the first one bootstraps the cluster), then the inventory's order.
+    ordered = sorted(roles, key=lambda host: ("control-plane" not in roles[host], appearance.index(host)))
+    # Shallow groups first so deeper ones override them; `all` (depth 0) comes first of all.
+    by_depth = sorted(depth, key=lambda name: (depth[name], name))
     result = []
-    for host in sorted(roles, key=_order_key(groups)):
-        merged: dict[str, Any] = dict(groups["all"].vars)
-        # Parent group vars first, then more specific groups, then the host's own: Ansible's precedence.
-        for group in _groups_of(groups, host):
-            merged.update(groups[group].vars)
-        for group in groups.values():
-            merged.update(group.hosts.get(host, {}))
-        result.append(_host_entry(host, merged, roles[host], source))
+    for host in ordered:
+        merged: dict[str, Any] = {}
+        for group in by_depth:
+            if group == "all" or host in members[group]:
+                merged.update(inventory.groups[group].vars)
+        merged.update(inventory.host_vars[host])
+        result.append(_host_entry(host, merged, roles[host]))
     return result
 
 
-def _groups_of(groups: dict[str, _Group], host: str) -> list[str]:
-    depth: dict[str, int] = {}
-
-    def walk(name: str, level: int, seen: tuple[str, ...]) -> None:
-        if name in seen or name not in groups:
-            return
-        depth[name] = max(depth.get(name, 0), level)
-        for child in groups[name].children:
-            walk(child, level + 1, seen + (name,))
-
-    for name in groups:
-        walk(name, 0, ())
-    holding = [name for name, group in groups.items() if host in group.hosts]
-    containing = {name for name in groups if name != "all" and _contains(groups, name, holding)}
-    return sorted(containing, key=lambda g: (depth.get(g, 0), g))
+def _first(variables: dict[str, Any], *names: str) -> Any:
+    """The value of the first of `names` that is set (Ansible's older ansible_ssh_* spellings last)."""
+    return next((variables[name] for name in names if name in variables), None)
 
 
-def _contains(groups: dict[str, _Group], name: str, holding: list[str], seen: tuple[str, ...] = ()) -> bool:
-    if name in holding:
-        return True
-    if name in seen:
-        return False
-    return any(_contains(groups, child, holding, seen + (name,)) for child in groups[name].children if child in groups)
-
-
-def _order_key(groups: dict[str, _Group]):
-    # Control planes first (the first one bootstraps the cluster), then the inventory's order.
-    order = {}
-    for group in groups.values():
-        for host in group.hosts:
-            order.setdefault(host, len(order))
-    cp = set(_members(groups, "kube_control_plane", "") if "kube_control_plane" in groups else {})
-    return lambda host: (host not in cp, order.get(host, 0))
-
-
-def _host_entry(name: str, hv: dict[str, Any], roles: list[str], source: str) -> dict[str, Any]:
-    entry: dict[str, Any] = {"name": name, "address": hv.get("ansible_host", name), "roles": roles}
-    if "ip" in hv:
-        entry["internalAddress"] = hv["ip"]
-    ssh: dict[str, Any] = {}
-    if "ansible_user" in hv:
-        ssh["user"] = hv["ansible_user"]
-    if "ansible_port" in hv:
-        ssh["port"] = hv["ansible_port"]
-    key = hv.get("ansible_ssh_private_key_file", hv.get("ansible_private_key_file"))
-    if key is not None:
-        ssh["key"] = key
+def _host_entry(name: str, variables: dict[str, Any], roles: list[str]) -> dict[str, Any]:
+    address = _first(variables, "ansible_host", "ansible_ssh_host")
+    entry: dict[str, Any] = {"name": name, "address": name if address is None else address, "roles": roles}
+    if "ip" in variables:
+        entry["internalAddress"] = variables["ip"]
+    ssh = {
+        key: value
+        for key, value in (
+            ("user", _first(variables, "ansible_user", "ansible_ssh_user")),
+            ("port", _first(variables, "ansible_port", "ansible_ssh_port")),
+            ("key", _first(variables, "ansible_ssh_private_key_file", "ansible_private_key_file")),
+        )
+        if value is not None
+    }
     if ssh:
         entry["ssh"] = ssh
     return entry
