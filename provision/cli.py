@@ -10,6 +10,7 @@ from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from provision import __version__
@@ -77,7 +78,7 @@ def _load(config: Path | None, inventory: Path | None, cluster_dir: Path | None 
     if cluster_dir is not None:
         cluster = cluster.model_copy(update={"cluster_dir": cluster_dir})
     for warning in warnings_for(cluster):
-        err.print(f"[yellow]warning:[/] {warning}")
+        err.print(f"[yellow]warning:[/] {escape(warning)}", soft_wrap=True)
     return cluster
 
 
@@ -292,7 +293,8 @@ def main() -> None:
     try:
         app()
     except KubeprovError as exc:
-        err.print(f"[red]error:[/] {exc}", soft_wrap=True)
+        # escape: messages quote inventory text like [all:vars], which rich would take for markup.
+        err.print(f"[red]error:[/] {escape(str(exc))}", soft_wrap=True)
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         err.print("interrupted")
@@ -300,5 +302,5 @@ def main() -> None:
     except Exception as exc:  # a bug: one line, the traceback only on request
         if os.environ.get("KUBEPROV_DEBUG"):
             raise
-        err.print(f"[red]internal error:[/] {type(exc).__name__}: {exc} (set KUBEPROV_DEBUG=1 for the traceback)", soft_wrap=True)
+        err.print(f"[red]internal error:[/] {type(exc).__name__}: {escape(str(exc))} (set KUBEPROV_DEBUG=1 for the traceback)", soft_wrap=True)
         sys.exit(70)
