@@ -39,7 +39,11 @@ app.add_typer(certs_app, name="certs")
 
 ConfigOpt = Annotated[
     Optional[Path],
-    typer.Option("--config", "-c", help="Cluster file (apiVersion: kubeprov.io/v1alpha1, kind: Cluster).", show_default=False),
+    # readable=False: the loader reports an unreadable file as one line (click would draw a usage box).
+    typer.Option(
+        "--config", "-c", help="Cluster file (apiVersion: kubeprov.io/v1alpha1, kind: Cluster).",
+        show_default=False, readable=False,
+    ),
 ]
 InventoryOpt = Annotated[
     Optional[Path],
@@ -47,7 +51,7 @@ InventoryOpt = Annotated[
         "--inventory", "-i",
         help="Ansible inventory (INI or YAML) with kubespray's groups kube_control_plane, kube_node, etcd; "
         "supplies the hosts.",
-        show_default=False,
+        show_default=False, readable=False,
     ),
 ]
 ClusterDirOpt = Annotated[
