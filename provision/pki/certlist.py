@@ -83,6 +83,8 @@ def apiserver_sans(cluster: Cluster, host: Host) -> SANs:
             cluster.networking.api_service_ip,
             host.advertise_address,
             endpoint_host,
+            # workers behind a local API load balancer dial https://127.0.0.1:<port>
+            *(("localhost", "127.0.0.1") if cluster.load_balancer.worker_local_lb else ()),
             *cluster.certificates.api_server_extra_sans,
         ]
     )

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import yaml
 
-from provision.config.models import Cluster, Host, is_ip
+from provision.config.models import Cluster, Host, Role, is_ip
 from provision.pki.certlist import CLUSTER_ADMINS, MASTERS, NODES
 
 
@@ -28,6 +28,13 @@ def endpoint_url(cluster: Cluster) -> str:
 
 def local_url(cluster: Cluster, host: Host) -> str:
     return server_url(host.advertise_address, cluster.api_server_port)
+
+
+def kubelet_url(cluster: Cluster, host: Host) -> str:
+    """The endpoint, except for workers behind the local API load balancer (render/ha.py)."""
+    if cluster.load_balancer.worker_local_lb and not host.has(Role.CONTROL_PLANE):
+        return server_url("127.0.0.1", cluster.load_balancer.worker_local_lb_port)
+    return endpoint_url(cluster)
 
 
 @dataclass(frozen=True)
@@ -61,7 +68,7 @@ KUBECONFIGS: tuple[KubeconfigSpec, ...] = (
     ),
     KubeconfigSpec(
         "kubelet.conf", lambda c, h: f"system:node:{h.name}", lambda c: (NODES,),
-        lambda c, h: endpoint_url(c), lambda c: c.nodes,
+        kubelet_url, lambda c: c.nodes,
     ),
 )
 

@@ -15,12 +15,13 @@ from provision.render.cluster_objects import render_cluster_objects
 from provision.render.containerd import render_containerd
 from provision.render.control_plane import render_control_plane
 from provision.render.etcd import render_etcd
+from provision.render.ha import render_ha
 from provision.render.kubelet import render_kubelet
 from provision.render.node_os import render_node_os
 from provision.render.pki_files import render_pki
 from provision.render.tree import Tree, merge
 
-HOST_RENDERERS = (render_pki, render_kubelet, render_containerd, render_node_os, render_control_plane, render_etcd,)
+HOST_RENDERERS = (render_pki, render_kubelet, render_containerd, render_node_os, render_ha, render_control_plane, render_etcd,)
 CLUSTER_RENDERERS: tuple = (render_cluster_objects,)
 
 
