@@ -103,6 +103,7 @@ class SSH(Model):
     user: str = "root"
     port: Annotated[int, Field(ge=1, le=65535)] = 22
     key: Path | None = Field(default=None, description="private key file; default: the SSH agent / ~/.ssh")
+    known_hosts: Path | None = Field(default=None, description="known_hosts file with this host's key; default: ~/.ssh/known_hosts")
 
 
 class Host(Model):

@@ -1,0 +1,343 @@
+"""The SSH transport against real sshd daemons on loopback (tests/transport_sshd.py).
+
+Expectations come from outside the code under test: hostnames set by the fixture, fingerprints
+from `ssh-keygen -lf`, sha256/mode/mtime read from the local filesystem the daemons share.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import socket
+import subprocess
+import threading
+import time
+from pathlib import Path, PurePosixPath
+
+import pytest
+
+from provision.config.models import SSH, Cluster, Host, Role
+from provision.errors import ConfigError
+from provision.render.tree import File, write_trees
+from provision.transport import (
+    AuthenticationError,
+    CommandTimeout,
+    HostKeyError,
+    Options,
+    Transport,
+    UnreachableError,
+    fan_out,
+    sync_rendered,
+)
+from transport_sshd import sshd_fleet, unavailable_reason
+
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.skipif(unavailable_reason() is not None, reason=str(unavailable_reason())),
+]
+
+
+@pytest.fixture(scope="module")
+def fleet():
+    with sshd_fleet(3) as fleet:
+        yield fleet
+
+
+@pytest.fixture
+def transport(fleet):
+    with Transport(Options(known_hosts=fleet.known_hosts, connect_timeout=5, backup_root=fleet.root / "backups")) as t:
+        yield t
+
+
+def fingerprint(public_key: Path) -> str:
+    """OpenSSH's own SHA256 fingerprint of a public key file."""
+    return subprocess.run(["ssh-keygen", "-lf", str(public_key)], capture_output=True, text=True, check=True).stdout.split()[1]
+
+
+def host_dir(fleet, host: Host) -> Path:
+    return fleet.root / "hosts" / host.name
+
+
+# --- commands ---------------------------------------------------------------------------------
+
+
+def test_each_host_answers_with_its_own_hostname(fleet, transport):
+    outcomes = fan_out(fleet.hosts, lambda h: transport.run(h, "hostname; id -u"))
+    assert [o.host for o in outcomes] == ["cp1", "node1", "node2"]
+    for outcome in outcomes:
+        assert outcome.ok, outcome.error_text
+        assert outcome.value.exit_code == 0
+        assert outcome.value.stdout.split() == [outcome.host, "0"]
+
+
+def test_connection_is_reused_across_calls(fleet, transport):
+    host = fleet.hosts[0]
+    # sshd puts the client's address and source port in SSH_CONNECTION: the same port twice means
+    # the second command travelled over the first command's TCP connection.
+    first = transport.run(host, "echo $SSH_CONNECTION").stdout.split()
+    second = transport.run(host, "echo $SSH_CONNECTION").stdout.split()
+    assert first[1] == second[1]
+    assert first[2:] == [host.address, str(host.ssh.port)]
+    other = Transport(Options(known_hosts=fleet.known_hosts))
+    with other:
+        assert other.run(host, "echo $SSH_CONNECTION").stdout.split()[1] != first[1]
+
+
+def test_failing_command_on_one_host_does_not_hide_the_others(fleet, transport):
+    command = '[ "$(hostname)" != node1 ] || { echo "node1 is broken" >&2; exit 7; }; hostname'
+    outcomes = {o.host: o for o in fan_out(fleet.hosts, lambda h: transport.run(h, command))}
+    broken = outcomes["node1"].value
+    assert (broken.exit_code, broken.stderr, broken.stdout) == (7, "node1 is broken\n", "")
+    assert broken.summary() == "node1 is broken"
+    for name in ("cp1", "node2"):
+        assert outcomes[name].value.exit_code == 0
+        assert outcomes[name].value.stdout == f"{name}\n"
+
+
+def test_stdin_and_binary_output_round_trip(fleet, transport):
+    data = bytes(range(256)) * 64
+    result = transport.run(fleet.hosts[0], "sha256sum", stdin=data)
+    assert result.stdout.split()[0] == hashlib.sha256(data).hexdigest()
+
+
+def test_command_timeout_names_the_host_and_keeps_the_connection(fleet, transport):
+    host = fleet.hosts[1]
+    start = time.monotonic()
+    with pytest.raises(CommandTimeout, match=r"^node1: command did not finish within 0.5 s: sleep 30"):
+        transport.run(host, "sleep 30", timeout=0.5)
+    assert time.monotonic() - start < 3
+    assert transport.run(host, "echo still here").stdout == "still here\n"
+
+
+# --- host keys --------------------------------------------------------------------------------
+
+
+def test_unknown_host_key_is_refused_by_default(fleet, tmp_path):
+    known = tmp_path / "known_hosts"
+    known.write_text("")
+    host = fleet.hosts[0]
+    with Transport(Options(known_hosts=known)) as t, pytest.raises(HostKeyError) as caught:
+        t.run(host, "true")
+    message = str(caught.value)
+    assert message.startswith(f"cp1: host key for cp1 ({host.address}:{host.ssh.port}) is not in {known};")
+    assert fingerprint(fleet.daemons[0].host_key.with_suffix(".pub")) in message
+    assert "--trust-on-first-use" in message
+    assert known.read_text() == ""  # nothing recorded without TOFU
+
+
+def test_changed_host_key_is_refused_with_both_fingerprints(fleet, tmp_path):
+    impostor = tmp_path / "old_key"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(impostor)], check=True)
+    host = fleet.hosts[1]
+    recorded = impostor.with_suffix(".pub").read_text().split()[:2]
+    known = tmp_path / "known_hosts"
+    known.write_text(f"[{host.address}]:{host.ssh.port} {' '.join(recorded)}\n")
+    # Trust-on-first-use does not make a changed key acceptable, nor touch the recorded one.
+    for tofu in (False, True):
+        with Transport(Options(known_hosts=known, trust_on_first_use=tofu)) as t, pytest.raises(HostKeyError) as caught:
+            t.run(host, "true")
+        message = str(caught.value)
+        assert "REMOTE HOST IDENTIFICATION HAS CHANGED for node1" in message
+        assert f"expects ssh-ed25519 {fingerprint(impostor.with_suffix('.pub'))}" in message
+        assert f"got ssh-ed25519 {fingerprint(fleet.daemons[1].host_key.with_suffix('.pub'))}" in message
+        assert len(message.splitlines()) == 1
+        assert known.read_text().split() == [f"[{host.address}]:{host.ssh.port}", *recorded]
+
+
+def test_reinstalled_host_is_refused_until_its_entry_is_removed(tmp_path):
+    with sshd_fleet(1) as fleet:
+        options = Options(known_hosts=fleet.known_hosts, connect_timeout=5)
+        host = fleet.hosts[0]
+        with Transport(options) as t:
+            assert t.run(host, "hostname").stdout == "cp1\n"
+        fleet.replace_host_key("cp1")
+        with Transport(options) as t, pytest.raises(HostKeyError, match="REMOTE HOST IDENTIFICATION HAS CHANGED for cp1"):
+            t.run(host, "hostname")
+
+
+def test_trust_on_first_use_records_keys_then_checks_them(fleet, tmp_path):
+    known = tmp_path / "ssh" / "known_hosts"  # neither file nor directory exists yet
+    with Transport(Options(known_hosts=known, trust_on_first_use=True)) as t:
+        outcomes = fan_out(fleet.hosts, lambda h: t.run(h, "hostname"))
+    assert all(o.ok for o in outcomes), [o.error_text for o in outcomes]
+    assert known.stat().st_mode & 0o777 == 0o600
+    # The same entries the fixture derived from the host key files, in OpenSSH's format.
+    assert sorted(known.read_text().splitlines()) == sorted(fleet.known_hosts.read_text().splitlines())
+    # What was recorded is now enforced strictly.
+    with Transport(Options(known_hosts=known)) as t:
+        assert t.run(fleet.hosts[2], "hostname").stdout == "node2\n"
+
+
+def test_wrong_client_key_is_an_authentication_error(fleet, tmp_path):
+    stranger = tmp_path / "stranger"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(stranger)], check=True)
+    host = fleet.hosts[0].model_copy(update={"ssh": fleet.hosts[0].ssh.model_copy(update={"key": stranger})})
+    with Transport(Options(known_hosts=fleet.known_hosts)) as t, pytest.raises(AuthenticationError, match=r"^cp1: root@127\."):
+        t.run(host, "true")
+
+
+# --- hosts that are down ----------------------------------------------------------------------
+
+
+def _down_host(name: str, port: int, address: str = "127.0.0.1") -> Host:
+    return Host(name=name, address=address, ssh=SSH(port=port), roles=[Role.WORKER])
+
+
+def test_host_with_nothing_listening_is_named_and_the_others_still_answer(fleet, transport):
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]  # free once closed: nobody listens there
+    down = _down_host("down1", port)
+    outcomes = {o.host: o for o in fan_out([*fleet.hosts, down], lambda h: transport.run(h, "hostname"))}
+    assert isinstance(outcomes["down1"].error, UnreachableError)
+    assert outcomes["down1"].error_text == f"connection refused at 127.0.0.1:{port} (is sshd running?)"
+    assert [outcomes[h.name].value.stdout for h in fleet.hosts] == ["cp1\n", "node1\n", "node2\n"]
+
+
+def test_host_that_never_answers_times_out_within_the_timeout(fleet):
+    # A listener whose accept queue takes the connection but never speaks: a hung host.
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(8)
+    try:
+        hung = _down_host("hung1", silent.getsockname()[1])
+        with Transport(Options(known_hosts=fleet.known_hosts, connect_timeout=1.0)) as t:
+            start = time.monotonic()
+            outcomes = {o.host: o for o in fan_out([hung, *fleet.hosts], lambda h: t.run(h, "hostname"))}
+            elapsed = time.monotonic() - start
+    finally:
+        silent.close()
+    assert isinstance(outcomes["hung1"].error, UnreachableError)
+    assert str(outcomes["hung1"].error).startswith("hung1: 127.0.0.1:")
+    assert "sent no SSH banner within 1 s" in str(outcomes["hung1"].error)
+    assert 0.9 <= elapsed < 3.0
+    assert outcomes["node2"].value.stdout == "node2\n"
+
+
+# --- files ------------------------------------------------------------------------------------
+
+
+def test_read_file_returns_bytes_or_none(fleet, transport):
+    host = fleet.hosts[0]
+    path = host_dir(fleet, host) / "blob"
+    path.write_bytes(bytes(range(256)))
+    assert transport.read_file(host, str(path)) == bytes(range(256))
+    assert transport.read_file(host, str(path) + ".missing") is None
+
+
+def test_put_if_different_writes_once_backs_up_and_never_rewrites(fleet, transport):
+    host = fleet.hosts[2]
+    target = host_dir(fleet, host) / "etc" / "kubernetes" / "admin.conf"
+    backups = Path(transport.backup_dir)
+
+    assert transport.put_if_different(host, str(target), b"first\n", 0o600) is True
+    assert target.read_bytes() == b"first\n"
+    assert target.stat().st_mode & 0o777 == 0o600
+    assert (target.stat().st_uid, target.stat().st_gid) == (0, 0)
+    assert not backups.exists()  # nothing was replaced
+    mtime = target.stat().st_mtime_ns
+    inode = target.stat().st_ino
+
+    time.sleep(0.02)
+    assert transport.put_if_different(host, str(target), b"first\n", 0o600) is False
+    assert (target.stat().st_mtime_ns, target.stat().st_ino) == (mtime, inode)
+    assert not backups.exists()
+
+    assert transport.put_if_different(host, str(target), b"second\n", 0o600) is True
+    assert target.read_bytes() == b"second\n"
+    assert target.stat().st_ino != inode  # replaced by rename, not rewritten in place
+    backup = backups / str(target).lstrip("/")
+    assert backup.read_bytes() == b"first\n"
+    assert backup.stat().st_mode & 0o777 == 0o600
+    assert backups.stat().st_mode & 0o777 == 0o700
+    # No temp files left beside the target.
+    assert sorted(p.name for p in target.parent.iterdir()) == ["admin.conf"]
+
+    # Same content, other mode: fixed in place, reported as a change, then stable.
+    assert transport.put_if_different(host, str(target), b"second\n", 0o644) is True
+    assert target.stat().st_mode & 0o777 == 0o644
+    assert transport.put_if_different(host, str(target), b"second\n", 0o644) is False
+
+
+def test_put_if_different_many_hosts_at_once(fleet, transport):
+    def put(host):
+        return transport.put_if_different(host, str(host_dir(fleet, host) / "motd"), f"I am {host.name}\n".encode())
+
+    assert [o.value for o in fan_out(fleet.hosts, put)] == [True, True, True]
+    assert [o.value for o in fan_out(fleet.hosts, put)] == [False, False, False]
+    for host in fleet.hosts:
+        assert (host_dir(fleet, host) / "motd").read_text() == f"I am {host.name}\n"
+
+
+# --- sync of a rendered tree ------------------------------------------------------------------
+
+
+class CountingTransport(Transport):
+    """The real Transport, counting SSH command round trips per host."""
+
+    def __init__(self, options):
+        super().__init__(options)
+        self.round_trips: dict[str, int] = {}
+        self._count_lock = threading.Lock()
+
+    def _exec(self, host, command, stdin, timeout):
+        with self._count_lock:
+            self.round_trips[host.name] = self.round_trips.get(host.name, 0) + 1
+        return super()._exec(host, command, stdin, timeout)
+
+
+def _tree_for(fleet, host) -> dict[PurePosixPath, File]:
+    """A rendered tree as `render` would write it; its paths lie in the host's corner of the shared disk."""
+    base = PurePosixPath(host_dir(fleet, host)) / "synced"
+    return {
+        base / "etc/kubernetes/pki/ca.crt": File(f"CA for {host.name}\n".encode(), 0o644),
+        base / "etc/kubernetes/pki/apiserver.key": File(os.urandom(64), 0o600),
+        base / "etc/kubernetes/manifests/kube-apiserver.yaml": File(b"kind: Pod\n", 0o600),
+        base / "etc/containerd/config.toml": File(b"version = 2\n", 0o644),
+    }
+
+
+def fleet_cluster(fleet) -> Cluster:
+    return Cluster(apiVersion="kubeprov.io/v1alpha1", kind="Cluster", kubernetes_version="v1.31.4", hosts=fleet.hosts)
+
+
+def test_sync_pushes_each_host_its_tree_and_a_second_run_writes_nothing(fleet, tmp_path):
+    cluster = fleet_cluster(fleet)
+    trees = {h.name: _tree_for(fleet, h) for h in fleet.hosts}
+    rendered = tmp_path / "rendered"
+    write_trees(rendered, trees)
+    options = Options(known_hosts=fleet.known_hosts, backup_root=fleet.root / "backups-sync")
+
+    with CountingTransport(options) as t:
+        first = sync_rendered(t, cluster, rendered)
+    for outcome in first:
+        assert outcome.ok, outcome.error_text
+        assert sorted(c.path for c in outcome.value) == sorted(str(p) for p in trees[outcome.host])
+        assert {c.what for c in outcome.value} == {"created"}
+        for path, file in trees[outcome.host].items():
+            assert Path(path).read_bytes() == file.content
+            assert Path(path).stat().st_mode & 0o777 == file.mode
+    mtimes = {Path(p): Path(p).stat().st_mtime_ns for tree in trees.values() for p in tree}
+
+    with CountingTransport(options) as t:
+        second = sync_rendered(t, cluster, rendered)
+    assert [(o.host, o.value) for o in second] == [(h.name, []) for h in fleet.hosts]
+    assert t.round_trips == {h.name: 1 for h in fleet.hosts}  # one listing per host, no writes
+    assert {p: p.stat().st_mtime_ns for p in mtimes} == mtimes
+
+    # One file changes in the rendered tree: exactly that file on that host is pushed.
+    changed = next(p for p in trees["node1"] if p.name == "config.toml")
+    (rendered / "node1" / str(changed).lstrip("/")).write_bytes(b"version = 3\n")
+    with CountingTransport(options) as t:
+        third = {o.host: o.value for o in sync_rendered(t, cluster, rendered)}
+    assert [(c.path, c.what) for c in third["node1"]] == [(str(changed), "content")]
+    assert third["cp1"] == third["node2"] == []
+    assert Path(changed).read_bytes() == b"version = 3\n"
+    assert t.round_trips == {"cp1": 1, "node1": 2, "node2": 1}
+
+
+def test_sync_refuses_a_tree_that_misses_a_host(fleet, tmp_path):
+    rendered = tmp_path / "rendered"
+    write_trees(rendered, {"cp1": _tree_for(fleet, fleet.hosts[0])})
+    with Transport(Options(known_hosts=fleet.known_hosts)) as t, pytest.raises(ConfigError, match="nothing rendered for host node1"):
+        sync_rendered(t, fleet_cluster(fleet), rendered)
