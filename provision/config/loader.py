@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from provision.config.inventory import load_inventory
 from provision.config.models import API_VERSION, KIND, Cluster, _CrossFieldError
@@ -71,7 +71,7 @@ def cluster_from_data(data: Any, source: str, *, base_dir: Path | None = None) -
     if data.get("kind") != KIND:
         raise ConfigError(f"must be {KIND!r} (got {data.get('kind')!r})", source=source, field="kind")
     try:
-        cluster = Cluster.model_validate(data)
+        cluster = Cluster.model_validate(_without_empty_keys(data, Cluster))
     except ValidationError as exc:
         raise _first_error(exc, source) from None
     except RecursionError:
@@ -79,6 +79,41 @@ def cluster_from_data(data: Any, source: str, *, base_dir: Path | None = None) -
     if base_dir is not None:
         cluster = _resolve_paths(cluster, base_dir, source)
     return cluster
+
+
+def _without_empty_keys(data: Any, model: type[BaseModel]) -> Any:
+    """Drop `key:` left with no value (YAML null) wherever null is not a valid value: it means the default.
+
+    Commenting out every line under a section leaves `etcd:` alone, which YAML reads as null;
+    that should not be "Input should be a valid dictionary".
+    """
+    if not isinstance(data, dict):
+        return data
+    fields = {info.alias or name: info for name, info in model.model_fields.items()}
+    cleaned = {}
+    for key, value in data.items():
+        info = fields.get(key) if isinstance(key, str) else None
+        if info is not None:
+            if value is None and not _accepts_none(info.annotation):
+                continue
+            inner = _models_in(info.annotation)
+            if inner and isinstance(value, list):
+                value = [_without_empty_keys(item, inner[0]) for item in value]
+            elif inner:
+                value = _without_empty_keys(value, inner[0])
+        cleaned[key] = value
+    return cleaned
+
+
+def _accepts_none(annotation: Any) -> bool:
+    return annotation is None or type(None) in get_args(annotation)
+
+
+def _models_in(annotation: Any) -> list[type[BaseModel]]:
+    """The model classes in an annotation such as `list[Host]` or `SSH`."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [annotation]
+    return [model for arg in get_args(annotation) for model in _models_in(arg)]
 
 
 def _resolve_paths(cluster: Cluster, base_dir: Path, source: str) -> Cluster:
