@@ -167,7 +167,7 @@ def _from_ini(text: str, source: str) -> _Inventory:
         if kind == "vars":
             key, eq, value = line.partition("=")
             if not eq or not key.strip():
-                raise malformed(number, f"expected key=value in the vars of group {section!r}")
+                raise malformed(number, f"expected key=value under [{section}:vars]")
             inventory.group(section).vars[key.strip()] = _ini_value(value)
             continue
         try:
