@@ -17,7 +17,7 @@ it signs must then already exist, signed by it.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -87,6 +87,7 @@ class PKIStore:
         self.pki_dir = self.root / "pki"
         self.kubeconfig_dir = self.root / "kubeconfigs"
         self._cas: dict[str, tuple[x509.Certificate, PrivateKey | None]] = {}
+        self._fresh_keys: Iterator[PrivateKey] = iter(())  # made ahead, in parallel, by generate()
 
     # --- where things live --------------------------------------------------------------------
 
@@ -124,13 +125,46 @@ class PKIStore:
     def generate(self, now: dt.datetime | None = None) -> list[Outcome]:
         """Make every missing CA, key, certificate and kubeconfig; keep and check what exists."""
         now = now or _now()
+        credentials = self.credentials()
+        self._refuse_unissuable(credentials)
         ensure_private_dir(self.root)  # it holds CA keys
+        self._fresh_keys = iter(crypto.new_keys(self.cluster.certificates.key_algorithm, self._keys_needed(credentials)))
         outcomes = [self._ensure_ca(ca, now) for ca in CAS]
         outcomes += self._ensure_sa_keys()
         outcomes += secrets.ensure_encryption_key(self.cluster, self.root)
-        for cred in self.credentials():
+        for cred in credentials:
             outcomes.append(self._ensure(cred, now))
         return outcomes
+
+    def _refuse_unissuable(self, credentials: list[Credential]) -> None:
+        """External CA (its cert without its key): every leaf it signs must already exist.
+
+        Checked before anything is written, so a refused run leaves the directory as it was.
+        """
+        external = {ca.name for ca in CAS if self.ca_paths(ca)[0].exists() and not self.ca_paths(ca)[1].exists()}
+        missing = [cred for cred in credentials if cred.ca in external and not cred.path.exists()]
+        if missing:
+            first = missing[0]
+            more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+            raise PKIError(
+                f"cannot issue {first.label}{more}: {self.ca_paths(CA_BY_NAME[first.ca])[1].name} is absent "
+                f"(external CA mode); place {first.path} signed by the {first.ca} CA"
+                + ("" if first.is_kubeconfig else f" and its key {first.key_path}")
+            )
+
+    def _keys_needed(self, credentials: list[Credential]) -> int:
+        """How many new private keys this `generate` will make, so they can be made at once."""
+        count = sum(1 for ca in CAS if not any(p.exists() for p in self.ca_paths(ca)))
+        count += not (self.pki_dir / SA_KEY).exists()
+        return count + sum(
+            1 for cred in credentials
+            if not cred.path.exists() and (cred.key_path is None or not cred.key_path.exists())
+        )
+
+    def _new_key(self) -> PrivateKey:
+        """A key made ahead by `generate`'s batch, or a fresh one if the batch ran out."""
+        key = next(self._fresh_keys, None)
+        return key if key is not None else crypto.new_key(self.cluster.certificates.key_algorithm)
 
     def _ensure_ca(self, ca: CASpec, now: dt.datetime) -> Outcome:
         crt_path, key_path = self.ca_paths(ca)
@@ -141,7 +175,7 @@ class PKIStore:
             return Outcome(ca.name, crt_path, "kept")
         if key_path.exists():
             raise PKIError(f"{key_path} exists without {crt_path.name}; restore the certificate or move the key away")
-        key = crypto.new_key(self.cluster.certificates.key_algorithm)
+        key = self._new_key()
         cert = crypto.issue_ca(key, ca.common_name, dt.timedelta(days=self.cluster.certificates.ca_validity_days), now)
         ensure_private_dir(crt_path.parent)
         atomic_write(key_path, crypto.key_pem(key), PRIVATE_FILE_MODE)
@@ -162,7 +196,7 @@ class PKIStore:
             return outcomes
         if pub_path.exists():
             raise PKIError(f"{pub_path} exists without sa.key; restore the key or move sa.pub away")
-        key = crypto.new_key(self.cluster.certificates.key_algorithm)
+        key = self._new_key()
         ensure_private_dir(self.pki_dir)
         atomic_write(key_path, crypto.key_pem(key), PRIVATE_FILE_MODE)
         atomic_write(pub_path, crypto.public_key_pem(key), PUBLIC_FILE_MODE)
@@ -187,7 +221,7 @@ class PKIStore:
             # A key without its certificate: issue a certificate for that key rather than lose it.
             key = self._read_key(cred.key_path)
         else:
-            key = crypto.new_key(self.cluster.certificates.key_algorithm)
+            key = self._new_key()
         self._write(cred, key, self._issue(cred, key, ca_cert, ca_key, now), replace=False)
         return Outcome(cred.label, cred.path, "created")
 
@@ -195,7 +229,10 @@ class PKIStore:
         validity = dt.timedelta(days=self.cluster.certificates.validity_days)
         return crypto.issue_leaf(cred.request, key.public_key(), ca_cert, ca_key, validity, now)
 
-    def _write(self, cred: Credential, key: PrivateKey, cert: x509.Certificate, *, replace: bool) -> None:
+    def _write(
+        self, cred: Credential, key: PrivateKey, cert: x509.Certificate, *, replace: bool, key_changed: bool = True
+    ) -> None:
+        """Write a cert (and its key file if new or `key_changed`), or the kubeconfig holding both."""
         ensure_private_dir(cred.path.parent)
         if cred.is_kubeconfig:
             ca_cert, _ = self.load_ca(cred.ca)
@@ -207,7 +244,7 @@ class PKIStore:
             return
         if not cred.key_path.exists():
             atomic_write(cred.key_path, crypto.key_pem(key), PRIVATE_FILE_MODE)
-        elif replace:
+        elif replace and key_changed:  # a kept key stays byte-for-byte as it was
             atomic_write(cred.key_path, crypto.key_pem(key), PRIVATE_FILE_MODE, replace=True)
         atomic_write(cred.path, crypto.cert_pem(cert), PUBLIC_FILE_MODE, replace=replace)
 
@@ -228,13 +265,15 @@ class PKIStore:
             self._cas[name] = (cert, key)
         return self._cas[name]
 
-    def _read_credential(self, cred: Credential) -> tuple[x509.Certificate, PrivateKey] | None:
+    def _read_credential(self, cred: Credential, *, validate: bool = False) -> tuple[x509.Certificate, PrivateKey] | None:
+        """The stored cert and key, or None if absent. The key is only compared with the cert
+        here, so its costly RSA self-check is skipped unless `validate` (renew reuses the key)."""
         if cred.is_kubeconfig:
             if not cred.path.exists():
                 return None
             try:
                 parsed = kubeconfigs.parse(cred.path.read_bytes())
-                return crypto.load_cert(parsed.cert_pem), crypto.load_key(parsed.key_pem)
+                return crypto.load_cert(parsed.cert_pem), crypto.load_key(parsed.key_pem, validate=validate)
             except ValueError as exc:
                 raise PKIError(f"{cred.path}: {exc}") from None
         if not cred.path.exists():
@@ -244,7 +283,7 @@ class PKIStore:
                 f"{cred.path} has no key {cred.key_path.name}; restore it, or replace both with "
                 f"`kubeprov certs renew {cred.name} --host {cred.host.name} --new-key`"
             )
-        cert, key = self._read_cert(cred.path), self._read_key(cred.key_path)
+        cert, key = self._read_cert(cred.path), self._read_key(cred.key_path, validate=validate)
         if not crypto.keys_match(cert, key):
             raise PKIError(f"{cred.key_path} does not belong to {cred.path.name}")
         return cert, key
@@ -257,9 +296,9 @@ class PKIStore:
             raise PKIError(f"{path}: not a PEM certificate ({exc})") from None
 
     @staticmethod
-    def _read_key(path: Path) -> PrivateKey:
+    def _read_key(path: Path, *, validate: bool = True) -> PrivateKey:
         try:
-            return crypto.load_key(path.read_bytes())
+            return crypto.load_key(path.read_bytes(), validate=validate)
         except (ValueError, TypeError) as exc:
             raise PKIError(f"{path}: not an unencrypted PEM private key ({exc})") from None
 
@@ -346,7 +385,9 @@ class PKIStore:
     def renew(self, creds: list[Credential], *, new_key: bool = False, now: dt.datetime | None = None) -> list[Outcome]:
         """Re-issue `creds` from their CA, keeping each key unless `new_key`; back up what is replaced."""
         now = now or _now()
-        backup_dir = self.root / "backup" / now.strftime("%Y%m%dT%H%M%SZ")
+        backup_dir = self._unused_backup_dir(now)
+        fresh = [c for c in creds if new_key or not (c.path.exists() or (c.key_path and c.key_path.exists()))]
+        self._fresh_keys = iter(crypto.new_keys(self.cluster.certificates.key_algorithm, len(fresh)))
         outcomes = []
         for cred in creds:
             ca_cert, ca_key = self.load_ca(cred.ca)
@@ -354,17 +395,36 @@ class PKIStore:
                 raise PKIError(f"cannot renew {cred.label}: the {cred.ca} CA is external (no key here)")
             existing = None
             try:
-                existing = self._read_credential(cred)
+                existing = self._read_credential(cred, validate=True)
             except PKIError:
                 if not new_key:
                     raise
+            backed_up = False
             for path in (cred.path, cred.key_path):
                 if path is not None and path.exists():
                     backup_file(path, backup_dir / path.parent.relative_to(self.root))
-            key = existing[1] if existing is not None and not new_key else crypto.new_key(self.cluster.certificates.key_algorithm)
-            self._write(cred, key, self._issue(cred, key, ca_cert, ca_key, now), replace=True)
-            outcomes.append(Outcome(cred.label, cred.path, "renewed", f"backup in {backup_dir}" if existing else ""))
+                    backed_up = True
+            if new_key:
+                key, key_changed = self._new_key(), True
+            elif existing is not None:
+                key, key_changed = existing[1], False
+            elif cred.key_path is not None and cred.key_path.exists():  # a key whose cert is gone: keep it
+                key, key_changed = self._read_key(cred.key_path), False
+            else:
+                key, key_changed = self._new_key(), True
+            self._write(cred, key, self._issue(cred, key, ca_cert, ca_key, now), replace=True, key_changed=key_changed)
+            outcomes.append(Outcome(cred.label, cred.path, "renewed", f"backup in {backup_dir}" if backed_up else ""))
         return outcomes
+
+    def _unused_backup_dir(self, now: dt.datetime) -> Path:
+        """backup/<UTC second>, or <second>.1, .2 … if a renew in the same second already used it:
+        a second renew must never overwrite the first one's backup of the original files."""
+        base = self.root / "backup" / now.strftime("%Y%m%dT%H%M%SZ")
+        candidate, n = base, 0
+        while candidate.exists():
+            n += 1
+            candidate = base.with_name(f"{base.name}.{n}")
+        return candidate
 
 
 def _attr(cert: x509.Certificate, oid) -> list[str]:
