@@ -155,11 +155,11 @@ def test_modes_keys_0600_dirs_0700(make_cluster):
         mode = stat.S_IMODE(path.stat().st_mode)
         if path.is_dir():
             assert mode == 0o700, path
-        elif path.suffix in (".key", ".conf"):  # private keys, and kubeconfigs that embed one
-            assert mode == 0o600, path
-        else:
-            assert path.suffix in (".crt", ".pub"), path
+        elif path.suffix in (".crt", ".pub"):
             assert mode & 0o022 == 0, path  # public, but writable by the owner only
+        else:  # private keys, kubeconfigs that embed one, the Secrets encryption key
+            assert mode == 0o600, path
+    assert {p.name for p in files if p.suffix == ".key"} >= {"ca.key", "sa.key", "apiserver.key", "peer.key"}
 
 
 @pytest.mark.parametrize("algorithm", ["ECDSA-P256", "RSA-4096"])

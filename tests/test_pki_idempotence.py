@@ -1,0 +1,38 @@
+"""A second `certs generate` with nothing changed writes nothing at all."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from conftest import cluster_dir_of, hosts, run_cli
+
+
+def snapshot(root: Path) -> dict[str, tuple[bytes, int, int]]:
+    """Every file under root → (content, st_mtime_ns, st_mode); directories → (b"", mtime, mode)."""
+    found = {}
+    for path in sorted(root.rglob("*")):
+        st = path.stat()
+        found[str(path.relative_to(root))] = (path.read_bytes() if path.is_file() else b"", st.st_mtime_ns, st.st_mode)
+    return found
+
+
+def test_generate_twice_changes_nothing(make_cluster):
+    path = make_cluster(hosts=hosts(3, 2), controlPlaneEndpoint="api.test.example:6443")
+    rc, out, err = run_cli("certs", "generate", "-c", path)
+    assert rc == 0, out + err
+    cluster_dir = cluster_dir_of(path)
+    before = snapshot(cluster_dir)
+    assert sum(1 for name in before if name.endswith(".key")) > 20
+
+    rc, out, err = run_cli("certs", "generate", "-c", path)
+    assert rc == 0, out + err
+    assert snapshot(cluster_dir) == before
+    assert "created" not in out and "stale" not in out, out
+    # The summary counts only kept items: at least 3 CAs, sa, 21 leaves and 2 + 6 + 5 kubeconfigs.
+    summary = re.fullmatch(r"(\d+) kept", out.splitlines()[-2].strip())
+    assert summary and int(summary.group(1)) >= 3 + 1 + 21 + 2 + 6 + 5, out
+
+    rc, out, err = run_cli("certs", "check-expiration", "-c", path)
+    assert rc == 0, out + err
+    assert snapshot(cluster_dir) == before
