@@ -293,6 +293,128 @@ def render(
     out.print(f"{len(written)} files written under {out_dir}" if written else f"{out_dir} is up to date")
 
 
+# --- exec / sync (the SSH transport) ---------------------------------------------------------
+
+KnownHostsOpt = Annotated[
+    Optional[Path],
+    typer.Option("--known-hosts", help="known_hosts file for hosts whose ssh.knownHosts is unset. Default: ~/.ssh/known_hosts."),
+]
+TofuOpt = Annotated[
+    bool,
+    typer.Option("--trust-on-first-use", help="Record the key of a host not yet in known_hosts. A changed key is still refused."),
+]
+ParallelOpt = Annotated[int, typer.Option("--parallel", "-j", min=1, help="How many hosts at a time.")]
+ConnectTimeoutOpt = Annotated[float, typer.Option("--connect-timeout", min=0.1, help="Seconds to reach a host and log in.")]
+HostsOpt = Annotated[Optional[list[str]], typer.Option("--host", help="Only these hosts (repeatable).")]
+
+
+def _transport(known_hosts: Path | None, tofu: bool, connect_timeout: float, command_timeout: float | None = None):
+    from provision.transport import DEFAULT_KNOWN_HOSTS, Options, Transport
+
+    timeouts = {"connect_timeout": connect_timeout} | ({"command_timeout": command_timeout} if command_timeout else {})
+    return Transport(Options(known_hosts=known_hosts or DEFAULT_KNOWN_HOSTS, trust_on_first_use=tofu, **timeouts))
+
+
+def _pick_hosts(cluster, names: list[str] | None):
+    if not names:
+        return cluster.hosts
+    unknown = sorted(set(names) - {h.name for h in cluster.hosts})
+    if unknown:
+        raise KubeprovError(f"no host named {', '.join(unknown)} in cluster {cluster.name}")
+    return [h for h in cluster.hosts if h.name in names]
+
+
+@app.command("exec")
+def exec_command(
+    command: Annotated[list[str], typer.Argument(help="The command, after `--`; its words are joined by spaces, as ssh does.")],
+    config: ConfigOpt = None,
+    inventory: InventoryOpt = None,
+    host: HostsOpt = None,
+    known_hosts: KnownHostsOpt = None,
+    trust_on_first_use: TofuOpt = False,
+    parallel: ParallelOpt = 20,
+    connect_timeout: ConnectTimeoutOpt = 10.0,
+    timeout: Annotated[float, typer.Option("--timeout", min=0.1, help="Seconds the command may run on each host.")] = 600.0,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Print every host's full output after the table.")] = False,
+) -> None:
+    """Run a shell command as root on every host (through `sudo -n` when the SSH user is not root).
+
+    Prints one row per host: exit code, time, and the first line of output (of stderr on failure).
+    Exits 1 when the command failed or could not run on any host.
+    """
+    from provision.transport import fan_out
+
+    cluster = _load(config, inventory)
+    line = " ".join(command)
+    with _transport(known_hosts, trust_on_first_use, connect_timeout, timeout) as transport:
+        outcomes = fan_out(_pick_hosts(cluster, host), lambda h: transport.run(h, line), parallel=parallel)
+    table = Table(box=None, pad_edge=False)
+    for column in ("HOST", "EXIT", "TIME", "OUTPUT"):
+        table.add_column(column, no_wrap=column != "OUTPUT")
+    failed = 0
+    for o in outcomes:
+        if not o.ok:
+            failed += 1
+            table.add_row(o.host, "[red]-[/]", f"{o.duration:.2f}s", f"[red]{o.error_text}[/]")
+        else:
+            failed += not o.value.ok
+            style = "green" if o.value.ok else "red"
+            table.add_row(o.host, f"[{style}]{o.value.exit_code}[/]", f"{o.value.duration:.2f}s", o.value.summary())
+    out.print(table)
+    if verbose:
+        for o in outcomes:
+            if o.ok:
+                out.print(f"--- {o.host} (exit {o.value.exit_code})", style="bold")
+                out.out(o.value.stdout, end="", highlight=False)
+                if o.value.stderr:
+                    err.out(o.value.stderr, end="", highlight=False)
+    if failed:
+        err.print(f"[red]{failed} of {len(outcomes)} hosts failed[/]")
+        raise typer.Exit(1)
+
+
+@app.command("sync")
+def sync(
+    from_dir: Annotated[Path, typer.Option("--from", help="Directory written by `kubeprov render -o DIR` (DIR/<host>/<path>).")],
+    config: ConfigOpt = None,
+    inventory: InventoryOpt = None,
+    known_hosts: KnownHostsOpt = None,
+    trust_on_first_use: TofuOpt = False,
+    parallel: ParallelOpt = 20,
+    connect_timeout: ConnectTimeoutOpt = 10.0,
+) -> None:
+    """Push each host's rendered files to it, writing only files whose content, mode or owner differ.
+
+    Writes are atomic; a replaced file is kept under /var/backups/kubeprov/<UTC time>/<its path> on
+    the host. Lists what changed per host; a second run changes nothing. Exits 1 if any host failed.
+    """
+    from provision.transport import sync_rendered
+
+    cluster = _load(config, inventory)
+    with _transport(known_hosts, trust_on_first_use, connect_timeout) as transport:
+        outcomes = sync_rendered(transport, cluster, from_dir, parallel=parallel)
+    changed = failed = 0
+    for o in outcomes:
+        if not o.ok:
+            failed += 1
+            err.print(f"[red]{o.host}: error:[/] {o.error_text}", soft_wrap=True)
+        elif not o.value:
+            out.print(f"{o.host}: [dim]unchanged[/] ({o.duration:.2f}s)")
+        else:
+            changed += len(o.value)
+            out.print(f"{o.host}: {len(o.value)} changed ({o.duration:.2f}s)")
+            for change in o.value:
+                out.print(f"  [green]{change.what:8}[/] {change.path}")
+    out.print(f"{changed} files changed on {sum(1 for o in outcomes if o.ok and o.value)} hosts" if changed else "nothing changed")
+    if failed:
+        raise typer.Exit(1)
+
+
+from provision.lab.cli import lab_app  # noqa: E402  (kubeprov lab …)
+
+app.add_typer(lab_app, name="lab")
+
+
 def main() -> None:
     try:
         app()
