@@ -226,13 +226,53 @@ def _args(value, version: str) -> dict:
 def test_extra_args_shape(minor, version, material):
     cluster = make(kubernetesVersion=f"v1.{minor}.2", **EXTRA)
     config = cluster_configuration(render_cluster_objects(cluster, material))
-    assert _args(config["apiServer"]["extraArgs"], version) == {"v": "2", "audit-log-maxage": "7"}
-    assert _args(config["controllerManager"]["extraArgs"], version) == {"node-monitor-grace-period": "20s"}
-    assert _args(config["scheduler"]["extraArgs"], version) == {"v": "3"}
+    # The cluster file's extraArgs, next to what kubeprov adds beyond kubeadm (next test).
+    assert _args(config["apiServer"]["extraArgs"], version).items() >= {"v": "2", "audit-log-maxage": "7"}.items()
+    assert _args(config["controllerManager"]["extraArgs"], version).items() >= {"node-monitor-grace-period": "20s"}.items()
+    assert _args(config["scheduler"]["extraArgs"], version).items() >= {"v": "3"}.items()
     assert _args(config["etcd"]["local"]["extraArgs"], version) == {
         "quota-backend-bytes": "8589934592",
         "auto-compaction-retention": "8",
     }
+
+
+MANIFESTS = PurePosixPath("/etc/kubernetes/manifests")
+POD_OF = {"apiServer": "kube-apiserver", "controllerManager": "kube-controller-manager", "scheduler": "kube-scheduler"}
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [EXTRA, {"kubelet": {"serverTlsBootstrap": True}, "cni": "bridge"}, {"controlPlane": {"profiling": True, "encryptSecrets": False}}],
+    ids=["extra-args", "tls-bootstrap-bridge", "profiling-no-encryption"],
+)
+def test_cluster_configuration_regenerates_our_pods(overrides, material):
+    """kubeadm regenerates the static pods from ClusterConfiguration on upgrade: every flag and
+    volume it records must be what our rendered pods run, so nothing (audit, encryption at rest)
+    is lost, and the flags kubeprov adds beyond kubeadm's defaults must be among them."""
+    cluster = make(**overrides)
+    config = cluster_configuration(render_cluster_objects(cluster, material))
+    trees = render_hosts(cluster, material)
+    for field, pod_name in POD_OF.items():
+        args = _args(config[field].get("extraArgs", []), "v1beta4")
+        volumes = config[field].get("extraVolumes", [])
+        for host in cluster.control_planes:
+            pod = yaml.safe_load(trees[host.name][MANIFESTS / f"{pod_name}.yaml"].content)["spec"]
+            command = pod["containers"][0]["command"]
+            for name, value in args.items():
+                assert f"--{name}={value}" in command, f"{pod_name} on {host.name} lacks --{name}={value}"
+            mounts = {m["name"]: m for m in pod["containers"][0]["volumeMounts"]}
+            host_paths = {v["name"]: v["hostPath"] for v in pod["volumes"]}
+            for volume in volumes:
+                assert host_paths[volume["name"]]["path"] == volume["hostPath"]
+                assert host_paths[volume["name"]].get("type", "") == volume.get("pathType", "")
+                assert mounts[volume["name"]]["mountPath"] == volume["mountPath"]
+                assert mounts[volume["name"]].get("readOnly", False) == volume.get("readOnly", False)
+            # kubeprov's own additions, read off the rendered pod (independent of the recorder).
+            for flag in ("profiling", "encryption-provider-config", "audit-policy-file", "kubelet-certificate-authority", "allocate-node-cidrs"):
+                on_pod = [a for a in command if a.startswith(f"--{flag}=")]
+                kubeadm_sets_it = flag == "allocate-node-cidrs" and on_pod == ["--allocate-node-cidrs=true"]
+                if on_pod and not kubeadm_sets_it:
+                    assert on_pod == [f"--{flag}={args.get(flag)}"], f"{pod_name}: {on_pod[0]} not recorded for kubeadm"
 
 
 def test_cluster_configuration_reflects_the_cluster(material):
@@ -252,7 +292,7 @@ def test_cluster_configuration_reflects_the_cluster(material):
     assert config["networking"] == {"dnsDomain": "k8s.example", "podSubnet": "10.200.0.0/16", "serviceSubnet": "10.100.0.0/16"}
     assert config["etcd"] == {"local": {"dataDir": "/var/lib/etcd"}}
     assert config["apiServer"]["certSANs"] == ["api.example.com", "192.0.2.50"]
-    assert config["apiServer"]["extraVolumes"] == [{"name": "audit", "hostPath": "/var/log/audit", "mountPath": "/var/log/audit"}]
+    assert {"name": "audit", "hostPath": "/var/log/audit", "mountPath": "/var/log/audit"} in config["apiServer"]["extraVolumes"]
     assert config["encryptionAlgorithm"] == "ECDSA-P256"
     assert config["certificateValidityPeriod"] == f"{90 * 24}h0m0s"
     assert config["caCertificateValidityPeriod"] == f"{3650 * 24}h0m0s"

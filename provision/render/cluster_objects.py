@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import base64
 
-from provision.config.models import Cluster, Component, EtcdTopology, is_ip
+from provision.config.models import CNI, Cluster, Component, EtcdTopology, is_ip
 from provision.pki.certlist import CA_BY_NAME, CERTS
 from provision.pki.kubeconfigs import endpoint_url, server_url
 from provision.pki.store import Material
@@ -26,6 +26,8 @@ from provision.render.addons.coredns import coredns_objects
 from provision.render.addons.kube_proxy import kube_proxy_objects
 from provision.render.kubelet import dump_yaml, kubelet_configuration
 from provision.render.pki_files import PKI_DIR
+from provision.render.security import apiserver_hardening
+from provision.render.staticpod import Mount, extra_mounts
 
 KUBEADM_API = "kubeadm.k8s.io"
 FIRST_V1BETA4_MINOR = 31
@@ -50,19 +52,42 @@ def _extra_args(args: dict[str, str], v1beta4: bool) -> dict | list:
     return dict(sorted(args.items()))
 
 
-def _component(component: Component, v1beta4: bool) -> dict:
-    """A control-plane component's overrides from the cluster file, in kubeadm's field names."""
+def _component(component: Component, ours: dict[str, str], our_mounts: list[Mount], v1beta4: bool) -> dict:
+    """A control-plane component's extraArgs/extraVolumes in kubeadm's field names: what kubeprov
+    sets beyond kubeadm's defaults, then the cluster file's own (which win, as on the pod)."""
+    args = {**ours, **component.extra_args}
+    mounts = {m.name: m for m in [*our_mounts, *extra_mounts(component.extra_volumes)]}
     out: dict = {}
-    if component.extra_args:
-        out["extraArgs"] = _extra_args(component.extra_args, v1beta4)
-    if component.extra_volumes:
+    if args:
+        out["extraArgs"] = _extra_args(args, v1beta4)
+    if mounts:
         out["extraVolumes"] = [
-            {"name": v.name, "hostPath": v.host_path, "mountPath": v.mount_path}
-            | ({"readOnly": True} if v.read_only else {})
-            | ({"pathType": v.path_type} if v.path_type else {})
-            for v in component.extra_volumes
+            {"name": m.name, "hostPath": m.host_path, "mountPath": m.mount_path}
+            | ({"readOnly": True} if m.read_only else {})
+            | ({"pathType": m.path_type} if m.path_type else {})
+            for m in (mounts[name] for name in sorted(mounts))
         ]
     return out
+
+
+def beyond_kubeadm(cluster: Cluster, material: Material) -> dict[str, tuple[dict[str, str], list[Mount]]]:
+    """Per component, the flags and volumes kubeprov's static pods have that kubeadm would not
+    generate by itself (render/control_plane.py decides them). Recorded as extraArgs/extraVolumes
+    so that `kubeadm upgrade` regenerates the same pods instead of silently dropping, say, the
+    EncryptionConfiguration the API server needs to read its Secrets."""
+    no_profiling = {} if cluster.control_plane.profiling else {"profiling": "false"}
+    hardening = apiserver_hardening(cluster, material)
+    api_server = {**no_profiling, **hardening.flags}
+    if cluster.kubelet.server_tls_bootstrap:
+        api_server["kubelet-certificate-authority"] = f"{PKI_DIR}/ca.crt"
+    controller_manager = dict(no_profiling)
+    if cluster.cni is CNI.BRIDGE:
+        controller_manager["allocate-node-cidrs"] = "false"  # pod CIDRs are rendered per node
+    return {
+        "apiServer": (api_server, hardening.mounts),
+        "controllerManager": (controller_manager, []),
+        "scheduler": (dict(no_profiling), []),
+    }
 
 
 def _etcd(cluster: Cluster, v1beta4: bool) -> dict:
@@ -95,11 +120,12 @@ def _hours(days: int) -> str:
     return f"{days * 24}h0m0s"  # a Go duration, as kubeadm marshals one
 
 
-def cluster_configuration(cluster: Cluster) -> dict:
+def cluster_configuration(cluster: Cluster, material: Material) -> dict:
     """The ClusterConfiguration kubeadm would upload for this cluster (uploadconfig phase)."""
     v1beta4 = cluster.minor >= FIRST_V1BETA4_MINOR
     cp = cluster.control_plane
-    api_server = _component(cp.api_server, v1beta4)
+    ours = beyond_kubeadm(cluster, material)
+    api_server = _component(cp.api_server, *ours["apiServer"], v1beta4)
     if cluster.certificates.api_server_extra_sans:
         api_server["certSANs"] = list(cluster.certificates.api_server_extra_sans)
     if not v1beta4:
@@ -118,8 +144,8 @@ def cluster_configuration(cluster: Cluster) -> dict:
         },
         "etcd": _etcd(cluster, v1beta4),
         "apiServer": api_server,
-        "controllerManager": _component(cp.controller_manager, v1beta4),
-        "scheduler": _component(cp.scheduler, v1beta4),
+        "controllerManager": _component(cp.controller_manager, *ours["controllerManager"], v1beta4),
+        "scheduler": _component(cp.scheduler, *ours["scheduler"], v1beta4),
         "dns": {},
     }
     endpoint = control_plane_endpoint(cluster)
@@ -134,8 +160,8 @@ def cluster_configuration(cluster: Cluster) -> dict:
     return config
 
 
-def kubeadm_config_objects(cluster: Cluster) -> list[dict]:
-    data = {"ClusterConfiguration": k8s.to_yaml(cluster_configuration(cluster))}
+def kubeadm_config_objects(cluster: Cluster, material: Material) -> list[dict]:
+    data = {"ClusterConfiguration": k8s.to_yaml(cluster_configuration(cluster, material))}
     role = "kubeadm:nodes-kubeadm-config"
     return [
         k8s.config_map(KUBEADM_CONFIG, k8s.KUBE_SYSTEM, data),
@@ -201,7 +227,7 @@ def cluster_info_objects(cluster: Cluster, material: Material) -> list[dict]:
 def render_cluster_objects(cluster: Cluster, material: Material) -> dict[str, bytes]:
     """File name under DIR/_cluster/ → multi-document YAML, each file in apply order."""
     return {
-        "kubeadm-config.yaml": k8s.yaml_stream(*kubeadm_config_objects(cluster)),
+        "kubeadm-config.yaml": k8s.yaml_stream(*kubeadm_config_objects(cluster, material)),
         "kubelet-config.yaml": k8s.yaml_stream(*kubelet_config_objects(cluster)),
         "cluster-info.yaml": k8s.yaml_stream(*cluster_info_objects(cluster, material)),
         "kube-proxy.yaml": k8s.yaml_stream(*kube_proxy_objects(cluster)),
