@@ -12,6 +12,7 @@ from __future__ import annotations
 from provision.config.models import Cluster
 from provision.pki.store import Material
 from provision.render.cluster_objects import render_cluster_objects
+from provision.render.cni import render_cni_host, render_cni_objects
 from provision.render.containerd import render_containerd
 from provision.render.control_plane import render_control_plane
 from provision.render.etcd import render_etcd
@@ -21,8 +22,8 @@ from provision.render.node_os import render_node_os
 from provision.render.pki_files import render_pki
 from provision.render.tree import Tree, merge
 
-HOST_RENDERERS = (render_pki, render_kubelet, render_containerd, render_node_os, render_ha, render_control_plane, render_etcd,)
-CLUSTER_RENDERERS: tuple = (render_cluster_objects,)
+HOST_RENDERERS = (render_pki, render_kubelet, render_containerd, render_node_os, render_ha, render_control_plane, render_etcd, render_cni_host,)
+CLUSTER_RENDERERS: tuple = (render_cluster_objects, render_cni_objects,)
 
 
 def render_hosts(cluster: Cluster, material: Material) -> dict[str, Tree]:

@@ -1,0 +1,129 @@
+"""The image-free `bridge` CNI: each node bridges its pods on cni0 with addresses from its own pod
+CIDR, and plain kernel routes send every other node's pod CIDR to that node.
+
+Per node kubeprov renders
+- /etc/cni/net.d/10-kubeprov-bridge.conflist: bridge (cni0, gateway = first address of the node's
+  CIDR) + host-local IPAM + portmap + loopback, cniVersion 0.4.0 (Debian's plugins 1.1 speak it);
+- /etc/systemd/system/kubeprov-pod-routes.service: a oneshot unit that routes each other node's
+  CIDR via that node's advertise address and masquerades pod traffic leaving the pod network.
+  Routes via an address need the nodes on one link (one L2 segment), as host-gw routing does.
+  `up` must enable it (`systemctl enable --now`), which a file tree cannot express.
+
+The bridge plugin's own ipMasq is off: it would NAT pod → pod traffic between nodes too (it only
+exempts the node's own CIDR), and Kubernetes' network model wants pods to see each other's
+addresses. The unit's single MASQUERADE rule exempts the whole podSubnet instead.
+
+Node CIDRs are not allocated by the controller-manager in this mode (--allocate-node-cidrs=false):
+`node_pod_cidrs` cuts podSubnet into /24s (IPv4) or /64s (IPv6) - the controller-manager's
+default node mask sizes - handed out in host order. Appending a node keeps everyone's CIDR;
+inserting one earlier in the host list renumbers those after it.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import shlex
+from pathlib import PurePosixPath
+
+from provision.config.models import Cluster, Host, is_ip
+from provision.errors import ConfigError
+from provision.render.tree import File, Tree
+
+CONFLIST = PurePosixPath("/etc/cni/net.d/10-kubeprov-bridge.conflist")
+ROUTES_UNIT = PurePosixPath("/etc/systemd/system/kubeprov-pod-routes.service")
+BRIDGE = "cni0"
+NETWORK_NAME = "kubeprov-bridge"
+NODE_MASK = {4: 24, 6: 64}  # kube-controller-manager's --node-cidr-mask-size-ipv4 / -ipv6 defaults
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def node_pod_cidrs(cluster: Cluster) -> dict[str, Network]:
+    """Node name → its pod CIDR: consecutive blocks of podSubnet, in host order."""
+    subnet = cluster.networking.pod_subnet
+    mask = NODE_MASK[subnet.version]
+    nodes = cluster.nodes
+    blocks = 2 ** (mask - subnet.prefixlen) if subnet.prefixlen <= mask else 0
+    if blocks < len(nodes):
+        raise ConfigError(
+            f"{subnet} is too small for the bridge CNI: {len(nodes)} nodes need {len(nodes)} /{mask} blocks, "
+            f"it holds {blocks}",
+            field="networking.podSubnet",
+        )
+    cidrs = subnet.subnets(new_prefix=mask)  # lazy: an IPv6 /48 holds 65536 blocks
+    return {node.name: next(cidrs) for node in nodes}
+
+
+def bridge_conflist(cluster: Cluster, host: Host) -> dict:
+    cidr = node_pod_cidrs(cluster)[host.name]
+    default = "0.0.0.0/0" if cidr.version == 4 else "::/0"
+    return {
+        "cniVersion": "0.4.0",
+        "name": NETWORK_NAME,
+        "plugins": [
+            {
+                "type": "bridge",
+                "bridge": BRIDGE,
+                "isGateway": True,
+                "ipMasq": False,
+                "hairpinMode": True,
+                "ipam": {"type": "host-local", "ranges": [[{"subnet": str(cidr)}]], "routes": [{"dst": default}]},
+            },
+            {"type": "portmap", "capabilities": {"portMappings": True}},
+            {"type": "loopback"},
+        ],
+    }
+
+
+def route_commands(cluster: Cluster, host: Host) -> list[list[str]]:
+    """The commands that make `host` reach every pod: routes to the other nodes, one NAT rule."""
+    cidrs = node_pod_cidrs(cluster)
+    subnet = cluster.networking.pod_subnet
+    commands = []
+    for index, node in enumerate(cluster.hosts):
+        if node.name not in cidrs or node.name == host.name:
+            continue
+        via = node.advertise_address
+        if not is_ip(via) or ipaddress.ip_address(via).version != subnet.version:
+            raise ConfigError(
+                f"host {node.name}: the bridge CNI routes pods via the node's IPv{subnet.version} address, "
+                f"and {via!r} is not one; set internalAddress",
+                field=f"hosts[{index}].internalAddress",
+            )
+        commands.append(["/usr/sbin/ip", f"-{subnet.version}", "route", "replace", str(cidrs[node.name]), "via", via])
+    iptables = "/usr/sbin/iptables" if subnet.version == 4 else "/usr/sbin/ip6tables"
+    rule = f"POSTROUTING -s {cidrs[host.name]} ! -d {subnet} -j MASQUERADE"
+    nat = f"{iptables} -w -t nat"
+    commands.append(["/bin/sh", "-c", f"{nat} -C {rule} || {nat} -A {rule}"])  # added once, however often it runs
+    return commands
+
+
+def routes_unit(cluster: Cluster, host: Host) -> str:
+    exec_lines = "\n".join(f"ExecStart={shlex.join(command)}" for command in route_commands(cluster, host))
+    return f"""\
+# Rendered by kubeprov (cni: bridge): routes to the other nodes' pod CIDRs, NAT for pods leaving
+# the pod network. This node's pods: {node_pod_cidrs(cluster)[host.name]} on {BRIDGE}.
+[Unit]
+Description=kubeprov pod network routes
+Wants=network-online.target
+After=network-online.target
+Before=kubelet.service
+
+[Service]
+Type=oneshot
+RemainAfterExit=yes
+{exec_lines}
+
+[Install]
+WantedBy=multi-user.target
+"""
+
+
+def render_bridge(cluster: Cluster, host: Host) -> Tree:
+    if host not in cluster.nodes:
+        return {}
+    return {
+        CONFLIST: File((json.dumps(bridge_conflist(cluster, host), indent=2) + "\n").encode()),
+        ROUTES_UNIT: File(routes_unit(cluster, host).encode()),
+    }
