@@ -98,10 +98,10 @@ def _looks_like_yaml(path: Path, text: str) -> bool:
 
 
 def _split_port(pattern: str) -> tuple[str, int | None]:
-    """Ansible's `host:port` in an inventory host name."""
-    name, colon, port = pattern.rpartition(":")
-    if colon and name and ":" not in name and port.isdigit():
-        return name, int(port)
+    """Ansible's `host:port` in an inventory host name (`node[1:3]:2222` too; not bare IPv6)."""
+    match = re.fullmatch(r"(.+):([0-9]+)", pattern)
+    if match and ":" not in _RANGE.sub("", match.group(1)):
+        return match.group(1), int(match.group(2))
     return pattern, None
 
 
