@@ -1,0 +1,372 @@
+"""Ansible inventories (INI and YAML, kubespray's groups) → the cluster's hosts.
+
+Expectations are written from Ansible's documented rules, not from the loader: a child group's
+hosts belong to its parents; a variable set on the host beats one set on a group; a deeper
+(child) group beats its parent; groups at the same depth merge in name order, the last winning;
+`all` is the weakest. kubespray: kube_control_plane → control plane, kube_node → worker, etcd.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from conftest import run_cli
+from provision.config import load_cluster
+from provision.config.inventory import load_inventory
+from provision.errors import ConfigError
+
+REPO = Path(__file__).resolve().parent.parent
+SAMPLE = REPO / "inventories" / "sample"
+SETTINGS = "apiVersion: kubeprov.io/v1alpha1\nkind: Cluster\nkubernetesVersion: v1.31.4\n"
+
+
+def load(tmp_path: Path, name: str, text: str):
+    """The Cluster from a minimal cluster file plus the inventory `text` saved as `name`."""
+    config = tmp_path / "cluster.yaml"
+    config.write_text(SETTINGS)
+    inventory = tmp_path / name
+    inventory.write_text(text)
+    return load_cluster(config, inventory)
+
+
+def table(cluster) -> list[tuple]:
+    """(name, address, internal address or None, roles, user, port) per host, in cluster order."""
+    return [
+        (h.name, h.address, h.internal_address, tuple(r.value for r in h.roles), h.ssh.user, h.ssh.port)
+        for h in cluster.hosts
+    ]
+
+
+# --- shapes ---------------------------------------------------------------------------------
+
+KUBESPRAY_INI = """\
+# Configure 'ip' variable to bind kubernetes services on a different ip than the default iface
+[kube_control_plane]
+node1 ansible_host=95.54.0.12 ip=10.3.0.1 etcd_member_name=etcd1
+node2 ansible_host=95.54.0.13 ip=10.3.0.2 etcd_member_name=etcd2
+node3 ansible_host=95.54.0.14 ip=10.3.0.3 etcd_member_name=etcd3
+
+[etcd:children]
+kube_control_plane
+
+[kube_node]
+node4 ansible_host=95.54.0.15 ip=10.3.0.4 etcd_member_name=
+node5 ansible_host=95.54.0.16 ip=10.3.0.5   # a trailing comment
+
+[calico_rr]
+
+[k8s_cluster:children]
+kube_control_plane
+kube_node
+calico_rr
+"""
+
+CP_ETCD = ("control-plane", "etcd")
+
+
+def test_kubespray_ini(tmp_path):
+    assert table(load(tmp_path, "inventory.ini", KUBESPRAY_INI)) == [
+        ("node1", "95.54.0.12", "10.3.0.1", CP_ETCD, "root", 22),
+        ("node2", "95.54.0.13", "10.3.0.2", CP_ETCD, "root", 22),
+        ("node3", "95.54.0.14", "10.3.0.3", CP_ETCD, "root", 22),
+        ("node4", "95.54.0.15", "10.3.0.4", ("worker",), "root", 22),
+        ("node5", "95.54.0.16", "10.3.0.5", ("worker",), "root", 22),
+    ]
+
+
+KUBESPRAY_YAML = """\
+all:
+  hosts:
+    node1: {ansible_host: 10.10.1.3, ip: 10.10.1.3, access_ip: 10.10.1.3}
+    node2: {ansible_host: 10.10.1.4, ip: 10.10.1.4, access_ip: 10.10.1.4}
+    node3: {ansible_host: 10.10.1.5, ip: 10.10.1.5, access_ip: 10.10.1.5}
+  children:
+    kube_control_plane:
+      hosts:
+        node1:
+        node2:
+    kube_node:
+      hosts:
+        node1:
+        node2:
+        node3:
+    etcd:
+      hosts:
+        node1:
+        node2:
+        node3:
+    k8s_cluster:
+      children:
+        kube_control_plane:
+        kube_node:
+    calico_rr:
+      hosts: {}
+"""
+
+
+def test_kubespray_yaml_with_external_etcd(tmp_path):
+    """node3 is an etcd member but no control plane: only valid with etcd.topology external."""
+    config = tmp_path / "cluster.yaml"
+    config.write_text(SETTINGS + "etcd: {topology: external}\n")
+    inventory = tmp_path / "hosts.yaml"
+    inventory.write_text(KUBESPRAY_YAML)
+    cluster = load_cluster(config, inventory)
+    assert table(cluster) == [
+        ("node1", "10.10.1.3", "10.10.1.3", ("control-plane", "worker", "etcd"), "root", 22),
+        ("node2", "10.10.1.4", "10.10.1.4", ("control-plane", "worker", "etcd"), "root", 22),
+        ("node3", "10.10.1.5", "10.10.1.5", ("worker", "etcd"), "root", 22),
+    ]
+    assert [h.name for h in cluster.etcd_members] == ["node1", "node2", "node3"]
+
+
+def test_kubespray_yaml_etcd_outside_control_plane_with_stacked_etcd_is_refused(tmp_path):
+    with pytest.raises(ConfigError) as caught:
+        load(tmp_path, "hosts.yaml", KUBESPRAY_YAML)
+    assert caught.value.source.endswith("hosts.yaml")
+    assert caught.value.field == "node3.roles"
+
+
+def test_ranges_ports_and_legacy_group_names(tmp_path):
+    text = """\
+[kube-master]
+master[1:3:2] ansible_user=core
+[kube-node]
+worker-[a:b]:2201
+node[08:10]
+"""
+    assert table(load(tmp_path, "hosts", text)) == [
+        ("master1", "master1", None, ("control-plane",), "core", 22),
+        ("master3", "master3", None, ("control-plane",), "core", 22),
+        ("worker-a", "worker-a", None, ("worker",), "root", 2201),
+        ("worker-b", "worker-b", None, ("worker",), "root", 2201),
+        ("node08", "node08", None, ("worker",), "root", 22),
+        ("node09", "node09", None, ("worker",), "root", 22),
+        ("node10", "node10", None, ("worker",), "root", 22),
+    ]
+
+
+def test_yaml_ranges_and_ports(tmp_path):
+    text = """\
+kube_control_plane:
+  hosts:
+    cp[1:2]:
+      ansible_ssh_user: legacy
+kube_node:
+  hosts:
+    "w1:2022": {ansible_ssh_host: 192.0.2.7}
+"""
+    assert table(load(tmp_path, "hosts", text)) == [
+        ("cp1", "cp1", None, ("control-plane",), "legacy", 22),
+        ("cp2", "cp2", None, ("control-plane",), "legacy", 22),
+        ("w1", "192.0.2.7", None, ("worker",), "root", 2022),
+    ]
+
+
+def test_control_planes_come_first_then_inventory_order(tmp_path):
+    text = """\
+[kube_node]
+w2
+w1
+[kube_control_plane]
+cp2
+cp1
+[etcd]
+cp2
+cp1
+"""
+    assert [h.name for h in load(tmp_path, "hosts.ini", text).hosts] == ["cp2", "cp1", "w2", "w1"]
+
+
+def test_hosts_outside_role_groups_are_not_cluster_hosts(tmp_path):
+    text = "[bastion]\njump ansible_host=192.0.2.99\n[kube_control_plane]\ncp1\n"
+    assert [h.name for h in load(tmp_path, "hosts.ini", text).hosts] == ["cp1"]
+
+
+def test_ssh_settings_and_relative_key(tmp_path):
+    text = """\
+[kube_control_plane]
+cp1 ansible_host=192.0.2.1 ansible_user=ops ansible_port=2200 ansible_ssh_private_key_file=keys/id_ed25519
+cp2 ansible_host=192.0.2.2 ansible_private_key_file=/etc/kubeprov/id
+"""
+    cluster = load(tmp_path, "hosts.ini", text)
+    cp1, cp2 = cluster.hosts
+    assert (cp1.ssh.user, cp1.ssh.port) == ("ops", 2200)
+    # Relative paths are relative to the cluster file, like every path in it.
+    assert cp1.ssh.key == tmp_path / "keys" / "id_ed25519"
+    assert cp2.ssh.key == Path("/etc/kubeprov/id")
+
+
+def test_quoted_values(tmp_path):
+    text = """\
+[kube_control_plane]
+cp1 ansible_host="192.0.2.1" ansible_user='the-admin'
+[all:vars]
+ansible_port = "2200"
+"""
+    assert table(load(tmp_path, "hosts.ini", text)) == [("cp1", "192.0.2.1", None, ("control-plane",), "the-admin", 2200)]
+
+
+def test_inventory_directory(tmp_path):
+    directory = tmp_path / "mycluster"
+    directory.mkdir()
+    (directory / "hosts.yaml").write_text("all:\n  children:\n    kube_control_plane:\n      hosts: {cp1: }\n")
+    assert [h["name"] for h in load_inventory(directory)] == ["cp1"]
+
+
+def test_extensionless_file_is_detected_as_yaml_or_ini(tmp_path):
+    (tmp_path / "a").write_text("# comment\nall:\n  children:\n    kube_control_plane:\n      hosts: {cp1: }\n")
+    (tmp_path / "b").write_text("# comment\ncp0\n[kube_control_plane]\ncp1\n")
+    (tmp_path / "c").write_text('{"kube_control_plane": {"hosts": {"cp1": null}}}\n')
+    assert [h["name"] for h in load_inventory(tmp_path / "a")] == ["cp1"]
+    assert [h["name"] for h in load_inventory(tmp_path / "b")] == ["cp1"]
+    assert [h["name"] for h in load_inventory(tmp_path / "c")] == ["cp1"]
+
+
+# --- variable precedence --------------------------------------------------------------------
+
+PRECEDENCE_INI = """\
+[all:vars]
+ansible_user=from-all
+ansible_port=2001
+
+[k8s_cluster:children]
+kube_control_plane
+kube_node
+
+[k8s_cluster:vars]
+ansible_user=from-parent
+ansible_port=2002
+
+[kube_node:vars]
+ansible_user=from-child
+
+[kube_control_plane]
+cp1 ansible_user=from-host
+
+[kube_node]
+w1
+w2 ansible_port=2009
+
+[extra]
+w3
+[kube_node_extra:children]
+extra
+[kube_node:children]
+kube_node_extra
+"""
+
+
+def test_var_precedence_ini(tmp_path):
+    """host > child group > parent group > all, var by var."""
+    assert [(h.name, h.ssh.user, h.ssh.port) for h in load(tmp_path, "hosts.ini", PRECEDENCE_INI).hosts] == [
+        ("cp1", "from-host", 2002),  # user set on the host; port from k8s_cluster (all is weaker)
+        ("w1", "from-child", 2002),  # kube_node (child) beats k8s_cluster (parent)
+        ("w2", "from-child", 2009),
+        ("w3", "from-child", 2002),  # via extra → kube_node_extra → kube_node → k8s_cluster
+    ]
+
+
+PRECEDENCE_YAML = """\
+all:
+  vars: {ansible_user: from-all, ansible_port: 2001}
+  children:
+    k8s_cluster:
+      vars: {ansible_user: from-parent, ansible_port: 2002}
+      children:
+        kube_control_plane:
+          hosts:
+            cp1: {ansible_user: from-host}
+        kube_node:
+          vars: {ansible_user: from-child}
+          hosts:
+            w1:
+            w2: {ansible_port: 2009}
+    etcd:
+      hosts:
+        cp1:
+    unrelated:
+      vars: {ansible_user: from-unrelated}
+      hosts:
+        other:
+"""
+
+
+def test_var_precedence_yaml(tmp_path):
+    assert [(h.name, h.ssh.user, h.ssh.port) for h in load(tmp_path, "hosts.yaml", PRECEDENCE_YAML).hosts] == [
+        ("cp1", "from-host", 2002),
+        ("w1", "from-child", 2002),
+        ("w2", "from-child", 2009),
+    ]
+
+
+def test_same_depth_groups_merge_in_name_order(tmp_path):
+    """Two sibling groups set the same var: the one whose name sorts last wins (Ansible's rule)."""
+    text = """\
+[kube_control_plane]
+cp1
+[zone_b]
+cp1
+[zone_a]
+cp1
+[zone_a:vars]
+ansible_user=a
+[zone_b:vars]
+ansible_user=b
+"""
+    assert load(tmp_path, "hosts.ini", text).hosts[0].ssh.user == "b"
+
+
+def test_depth_is_the_longest_path_from_all(tmp_path):
+    """`deep` is declared at the top but is also all → top → mid → deep: depth 3, deeper than
+    `mid` (2), so its vars win. Counting the shortest path (1) would let `mid` win."""
+    text = """\
+[kube_control_plane]
+cp1
+[deep]
+cp1
+[top:children]
+mid
+[mid:children]
+deep
+[mid:vars]
+ansible_user=mid
+[deep:vars]
+ansible_user=deep
+"""
+    assert load(tmp_path, "hosts.ini", text).hosts[0].ssh.user == "deep"
+
+
+def test_host_vars_from_several_sections_merge_last_wins(tmp_path):
+    text = """\
+[kube_control_plane]
+cp1 ansible_host=192.0.2.1 ansible_user=first
+[etcd]
+cp1 ansible_user=second
+"""
+    assert table(load(tmp_path, "hosts.ini", text)) == [("cp1", "192.0.2.1", None, CP_ETCD, "second", 22)]
+
+
+# --- the shipped samples --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("inventory", ["hosts.ini", "hosts.yaml"])
+def test_sample_inventories_validate(inventory):
+    code, stdout, stderr = run_cli("config", "validate", "-c", SAMPLE / "cluster.yaml", "-i", SAMPLE / inventory)
+    assert (code, stderr) == (0, "")
+    assert "is valid" in stdout
+
+
+def test_sample_inventories_describe_the_same_cluster():
+    ini = load_cluster(SAMPLE / "cluster.yaml", SAMPLE / "hosts.ini")
+    yaml_ = load_cluster(SAMPLE / "cluster.yaml", SAMPLE / "hosts.yaml")
+    assert ini.hosts == yaml_.hosts
+    assert table(ini) == [
+        ("node1", "192.0.2.11", "10.10.1.11", CP_ETCD, "admin", 22),
+        ("node2", "192.0.2.12", "10.10.1.12", CP_ETCD, "admin", 22),
+        ("node3", "192.0.2.13", "10.10.1.13", CP_ETCD, "admin", 22),
+        ("node4", "192.0.2.14", "10.10.1.14", ("worker",), "ubuntu", 22),
+        ("node5", "192.0.2.15", "10.10.1.15", ("worker",), "ubuntu", 2222),
+    ]
+    assert {str(h.ssh.key) for h in ini.hosts} == {"~/.ssh/kubeprov_ed25519"}
