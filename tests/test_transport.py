@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import socket
 import subprocess
 import threading
@@ -29,7 +30,7 @@ from provision.transport import (
     fan_out,
     sync_rendered,
 )
-from transport_sshd import sshd_fleet, unavailable_reason
+from transport_sshd import sshd_fleet, temporary_user, unavailable_reason
 
 pytestmark = [
     pytest.mark.integration,
@@ -341,3 +342,24 @@ def test_sync_refuses_a_tree_that_misses_a_host(fleet, tmp_path):
     write_trees(rendered, {"cp1": _tree_for(fleet, fleet.hosts[0])})
     with Transport(Options(known_hosts=fleet.known_hosts)) as t, pytest.raises(ConfigError, match="nothing rendered for host node1"):
         sync_rendered(t, fleet_cluster(fleet), rendered)
+
+
+# --- a non-root login user, root through sudo -n -----------------------------------------------
+
+
+@pytest.mark.skipif(shutil.which("sudo") is None or shutil.which("useradd") is None, reason="sudo/useradd not installed (scripts/setup installs sudo)")
+def test_non_root_user_runs_as_root_through_sudo_and_a_password_prompt_is_an_error(fleet):
+    with temporary_user("ALL=(ALL) ALL") as (user, set_rule):
+        host = fleet.hosts_as(user)[0]
+        with Transport(Options(known_hosts=fleet.known_hosts, backup_root=fleet.root / "backups-sudo")) as t:
+            # sudo wants a password: one clear error, not a hang and not exit code 1 passed off as the command's.
+            with pytest.raises(AuthenticationError, match=rf"^cp1: sudo on cp1 wants a password for {user};"):
+                t.run(host, "id -u")
+            set_rule("ALL=(ALL) NOPASSWD: ALL")
+            # The login is the user's (sshd saw it), the command is root's (sudo made it so).
+            assert t.run(host, "id -u; echo $SUDO_USER").stdout.split() == ["0", user]
+            target = host_dir(fleet, host) / "root-only" / "token"
+            assert t.put_if_different(host, str(target), b"secret\n", 0o600) is True
+            assert (target.stat().st_uid, target.stat().st_mode & 0o777) == (0, 0o600)
+            assert t.read_file(host, str(target)) == b"secret\n"
+            assert t.put_if_different(host, str(target), b"secret\n", 0o600) is False

@@ -106,6 +106,9 @@ class SshdFleet:
     def hosts(self) -> list[Host]:
         return [d.host for d in self.daemons]
 
+    def hosts_as(self, user: str) -> list[Host]:
+        return [h.model_copy(update={"ssh": h.ssh.model_copy(update={"user": user})}) for h in self.hosts]
+
     def start(self) -> SshdFleet:
         Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)  # sshd's privilege-separation directory
         kind, blob = _keygen(self.client_key)
@@ -192,6 +195,41 @@ class SshdFleet:
         for daemon in self.daemons:
             self._kill(daemon)
         shutil.rmtree(self.root, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def temporary_user(sudoers_rule: str | None = None):
+    """A throwaway login user (no home, /bin/sh), optionally with a sudoers drop-in; both removed after.
+
+    Yields (name, set_rule): `set_rule(text)` rewrites the user's sudoers line, `set_rule(None)` drops it.
+    """
+    name = f"kpt{os.getpid() % 100000}{next(_fleet_numbers)}"
+    sudoers = Path("/etc/sudoers.d") / f"kubeprov-test-{name}"
+    subprocess.run(["useradd", "--no-create-home", "--home-dir", "/nonexistent", "--shell", "/bin/sh", name], check=True)
+
+    def set_rule(rule: str | None) -> None:
+        if rule is None:
+            sudoers.unlink(missing_ok=True)
+            return
+        sudoers.write_text(f"{name} {rule}\n")
+        sudoers.chmod(0o440)
+        subprocess.run(["visudo", "-cqf", str(sudoers)], check=True)
+
+    try:
+        # A '!' password means "locked" to sshd without PAM; '*' only means "no password works".
+        subprocess.run(["usermod", "-p", "*", name], check=True)
+        set_rule(sudoers_rule)
+        yield name, set_rule
+    finally:
+        sudoers.unlink(missing_ok=True)
+        # The user's sshd session may take a moment to exit after the client hangs up, and
+        # userdel refuses a user with live processes.
+        for _ in range(50):
+            if subprocess.run(["userdel", name], stderr=subprocess.DEVNULL).returncode in (0, 6):  # 6: no such user
+                break
+            time.sleep(0.1)
+        else:
+            subprocess.run(["userdel", "--force", name], check=False)
 
 
 @contextlib.contextmanager
