@@ -156,6 +156,15 @@ def test_reinstalled_host_is_refused_until_its_entry_is_removed(tmp_path):
             t.run(host, "hostname")
 
 
+def test_a_dropped_connection_is_replaced_on_the_next_call():
+    with sshd_fleet(1) as fleet, Transport(Options(known_hosts=fleet.known_hosts, connect_timeout=5)) as t:
+        host = fleet.hosts[0]
+        before = t.run(host, "echo $SSH_CONNECTION").stdout.split()[1]
+        fleet.restart("cp1")  # kills the session process that served our connection
+        after = t.run(host, "echo $SSH_CONNECTION").stdout.split()[1]
+        assert after != before
+
+
 def test_trust_on_first_use_records_keys_then_checks_them(fleet, tmp_path):
     known = tmp_path / "ssh" / "known_hosts"  # neither file nor directory exists yet
     with Transport(Options(known_hosts=known, trust_on_first_use=True)) as t:

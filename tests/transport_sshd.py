@@ -166,6 +166,13 @@ class SshdFleet:
             time.sleep(0.05)
         raise RuntimeError(f"sshd for {daemon.host.name} did not answer within {timeout} s")
 
+    def restart(self, name: str) -> None:
+        """Stop a host's sshd (dropping its connections) and start it again with the same key."""
+        daemon = next(d for d in self.daemons if d.host.name == name)
+        self._kill(daemon)
+        self._spawn(daemon)
+        self._wait_ready(daemon)
+
     def replace_host_key(self, name: str) -> None:
         """Give a host a new key and restart its sshd: what a reinstalled machine looks like."""
         daemon = next(d for d in self.daemons if d.host.name == name)
