@@ -97,3 +97,22 @@ def test_two_renews_in_one_second_keep_both_backups(make_cluster):
     backups = sorted(p.name for p in (store.root / "backup").iterdir())
     assert backups == ["20300102T030405Z", "20300102T030405Z.1"]
     assert (store.root / "backup/20300102T030405Z/pki/nodes/cp1/apiserver.crt").read_bytes() == original
+
+
+def test_new_endpoint_makes_kubeconfigs_stale_until_renewed(make_cluster):
+    """Moving controlPlaneEndpoint: admin.conf and kubelet.conf must point at it; the scheduler's
+    kubeconfig (its own control plane's address) stays valid."""
+    path = make_cluster(controlPlaneEndpoint="10.0.0.11:6443")
+    assert run_cli("certs", "generate", "-c", path)[0] == 0
+    make_cluster(controlPlaneEndpoint="api.moved.example:6443")
+    rc, out, err = run_cli("certs", "generate", "-c", path)
+    assert rc == 0, out + err
+    stale = {line.split()[1] for line in out.splitlines() if line.startswith("stale")}
+    assert stale == {"apiserver", "admin.conf", "super-admin.conf", "kubelet.conf"}, out
+    assert "https://api.moved.example:6443" in out
+
+    rc, out, err = run_cli("certs", "renew", "admin.conf", "super-admin.conf", "kubelet.conf", "apiserver", "-c", path)
+    assert rc == 0, out + err
+    admin = (cluster_dir_of(path) / "kubeconfigs" / "admin.conf").read_text()
+    assert "server: https://api.moved.example:6443" in admin
+    assert run_cli("certs", "check-expiration", "-c", path)[0] == 0
