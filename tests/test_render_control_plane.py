@@ -510,3 +510,16 @@ def test_golden(case, tmp_path):
     assert not problems, (
         f"rendered files differ from tests/golden/{case} (KUBEPROV_UPDATE_GOLDEN=1 rewrites them):\n" + "\n".join(problems)
     )
+
+
+@pytest.mark.parametrize("endpoint_port, binds", [(6443, True), (8443, False)])
+def test_apiserver_binds_its_own_address_when_haproxy_shares_its_port(tmp_path, endpoint_port, binds):
+    """haproxy holds VIP:6443 on every control plane; a wildcard API server socket would clash."""
+    cluster = cluster_of(
+        tmp_path, hosts=hosts(3), controlPlaneEndpoint=f"10.0.0.100:{endpoint_port}",
+        loadBalancer={"mode": "haproxy-keepalived"},
+    )
+    rendered = render(cluster)
+    for host in cluster.hosts:
+        api = flags_of(pod(rendered[host.name], "kube-apiserver"))
+        assert api.get("bind-address") == (host.advertise_address if binds else None)

@@ -13,6 +13,7 @@ from provision.config.models import CNI, Cluster, EtcdTopology, Host, Role
 from provision.pki.store import Material
 from provision.render import flags, staticpod
 from provision.render.etcd import CLIENT_PORT, client_url
+from provision.render.ha import apiserver_bind_address
 from provision.render.security import apiserver_hardening
 from provision.render.staticpod import Mount, same_path
 from provision.render.tree import Tree
@@ -96,6 +97,10 @@ def apiserver_flags(cluster: Cluster, host: Host, material: Material) -> dict[st
         base["kubelet-certificate-authority"] = pki("ca.crt")
     if not cluster.control_plane.profiling:
         base["profiling"] = "false"
+    bind = apiserver_bind_address(cluster, host)
+    if bind is not None:
+        # haproxy owns VIP:port on this host; the API server must not hold the wildcard socket.
+        base["bind-address"] = bind
     base.update(apiserver_hardening(cluster, material).flags)
     return base
 
