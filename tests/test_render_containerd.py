@@ -166,7 +166,8 @@ def test_real_containerd_starts_with_the_config(tmp_path):
 
         plugins = subprocess.run([CTR, "--address", str(socket), "plugins", "ls"], capture_output=True, text=True, timeout=10)
         cri = [line.split() for line in plugins.stdout.splitlines() if " cri " in f" {line} "]
-        assert cri and cri[0][-1] == "ok", plugins.stdout
+        log_text = (run_dir / "containerd.log").read_text()
+        assert cri and cri[0][-1] == "ok", plugins.stdout + "\n--- containerd log ---\n" + log_text[-4000:]
 
         # The CRI plugin logs the configuration it runs with: ours, not containerd's defaults.
         started = [line for line in (run_dir / "containerd.log").read_text().splitlines() if "Start cri plugin with config" in line]
