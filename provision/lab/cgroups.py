@@ -84,13 +84,21 @@ def find(prefix: str) -> list[Path]:
 
 def pids(dirs: list[Path]) -> set[int]:
     found: set[int] = set()
-    for top in dirs:
-        for cgroup_procs in top.rglob("cgroup.procs"):
-            try:
-                found.update(int(p) for p in cgroup_procs.read_text().split())
-            except OSError:
-                pass
+    for directory in _walk(dirs):
+        try:
+            found.update(int(p) for p in (directory / "cgroup.procs").read_text().split())
+        except OSError:
+            pass  # removed meanwhile by the host's own systemd
     return found
+
+
+def _walk(tops: list[Path]) -> list[Path]:
+    """Every cgroup in these trees, deepest first; tolerant of cgroups vanishing while we look."""
+    found = []
+    for top in tops:
+        for directory, _, _ in os.walk(top):  # os.walk ignores directories that disappear
+            found.append(Path(directory))
+    return sorted(found, key=lambda p: len(p.parts), reverse=True)
 
 
 def namespace_inits(pids_: set[int]) -> list[int]:
@@ -166,7 +174,7 @@ def _kill(pid: int) -> None:
 def _remove_tree(top: Path, deadline: float) -> None:
     # Children first: a cgroup with sub-cgroups cannot be removed. An emptied cgroup may stay
     # busy for a moment while the kernel reaps its last task, hence the retry.
-    for path in sorted((p for p in top.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True) + [top]:
+    for path in _walk([top]):
         while True:
             try:
                 path.rmdir()

@@ -16,7 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from provision.lab import aptrepo, cgroups, host, inventory, keys, network, rootfs
+from provision.lab import aptrepo, cgroups, host, inventory, keys, limits, network, rootfs
 from provision.lab.access import wait_booted
 from provision.lab.errors import LabError
 from provision.lab.layout import MAX_HOSTS, Layout, check_name, state_root
@@ -121,6 +121,8 @@ def _converge(state: LabState, wanted: list[int], control_planes: int, cache: Pa
     lab_key = keys.lab_key(layout.state_dir, state.name)
     public = keys.public_key(lab_key)
     to_start = [n for n in wanted if not host.is_alive(layout, n)]
+    others = sum(len(lab.hosts) for lab in all_labs() if lab.name != state.name)
+    limits.ensure_inotify(others + len(wanted), emit=step.emit)
     with step(f"{len(to_start)} host(s) started, {len(wanted) - len(to_start)} kept running"):
         host_keys = {}
         for number in wanted:
@@ -189,7 +191,11 @@ def down(name: str, emit: Callable[[str], None] = lambda line: None) -> bool:
     with locked(state_root() / f".{name}.lock"):
         state = load(name)
         layout = state.layout if state else Layout(name, 0)  # the index only names addresses
-        return _teardown(layout, step=Steps(emit))
+        removed = _teardown(layout, step=Steps(emit))
+    with locked(state_root() / ".allocate.lock"):
+        if not all_labs():
+            limits.restore_inotify()
+    return removed
 
 
 def _teardown(layout: Layout, step: Steps | None = None, quiet: bool = False) -> bool:
