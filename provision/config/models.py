@@ -14,7 +14,7 @@ from enum import Enum
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
 API_VERSION = "kubeprov.io/v1alpha1"
@@ -182,6 +182,21 @@ class Networking(Model):
         return str(self.service_subnet.network_address + 10)
 
 
+def _flag_values(value):
+    # YAML turns `true`/`10` into bool/int; flags are strings on a command line. Only scalars:
+    # a list, mapping or empty value stays as it is, for validation to refuse (not "None" or "[1, 2]").
+    if isinstance(value, dict):
+        return {
+            k: str(v).lower() if isinstance(v, bool) else str(v) if isinstance(v, (int, float)) else v
+            for k, v in value.items()
+        }
+    return value
+
+
+# extraArgs of any component: flag name (no leading dashes) → value.
+Flags = Annotated[dict[str, str], BeforeValidator(_flag_values)]
+
+
 class HostPathVolume(Model):
     """An extra hostPath volume for a control-plane static pod (kubeadm's extraVolumes)."""
 
@@ -195,16 +210,8 @@ class HostPathVolume(Model):
 class Component(Model):
     """Per-component overrides: extraArgs replace kubeadm's value for the same flag."""
 
-    extra_args: dict[str, str] = Field(default_factory=dict)
+    extra_args: Flags = Field(default_factory=dict)
     extra_volumes: list[HostPathVolume] = Field(default_factory=list)
-
-    @field_validator("extra_args", mode="before")
-    @classmethod
-    def _stringify(cls, value):
-        # YAML turns `true`/`10` into bool/int; flags are strings on a command line.
-        if isinstance(value, dict):
-            return {k: (str(v).lower() if isinstance(v, bool) else str(v)) for k, v in value.items()}
-        return value
 
 
 class Audit(Model):
@@ -241,7 +248,7 @@ class LoadBalancer(Model):
 class Kubelet(Model):
     server_tls_bootstrap: bool = False
     max_pods: Annotated[int, Field(ge=1)] = 110
-    extra_args: dict[str, str] = Field(default_factory=dict)
+    extra_args: Flags = Field(default_factory=dict)
 
 
 class KubeProxyMode(str, Enum):
@@ -261,7 +268,7 @@ class Containerd(Model):
 
 class Etcd(Model):
     topology: EtcdTopology = EtcdTopology.STACKED
-    extra_args: dict[str, str] = Field(default_factory=dict)
+    extra_args: Flags = Field(default_factory=dict)
     data_dir: str = "/var/lib/etcd"
 
 
