@@ -10,13 +10,35 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
-from conftest import KUBEPROV, hosts, run_cli
 from provision.config.models import Cluster, Model
+
+# Own helpers rather than `from conftest import`: with tests/lab/conftest.py also on the path,
+# that name can resolve to the other conftest depending on collection order.
+KUBEPROV = Path(sys.executable).parent / "kubeprov"
+
+
+def run_cli(*args, timeout: float = 120) -> tuple[int, str, str]:
+    """Run the installed `kubeprov` with args; (exit code, stdout, stderr)."""
+    proc = subprocess.run([str(KUBEPROV), *map(str, args)], capture_output=True, text=True, timeout=timeout)
+    return proc.returncode, proc.stdout, proc.stderr
+
+
+def hosts(control_planes: int, workers: int) -> list[dict]:
+    """cp1.., w1..: SSH addresses in TEST-NET-1 (never contacted), internal addresses in 10.0.0.0/24."""
+    return [
+        {"name": f"cp{i}", "address": f"192.0.2.{10 + i}", "internalAddress": f"10.0.0.{10 + i}", "roles": ["control-plane"]}
+        for i in range(1, control_planes + 1)
+    ] + [
+        {"name": f"w{i}", "address": f"192.0.2.{100 + i}", "internalAddress": f"10.0.0.{100 + i}", "roles": ["worker"]}
+        for i in range(1, workers + 1)
+    ]
+
 
 GOOD = {
     "apiVersion": "kubeprov.io/v1alpha1",
@@ -80,6 +102,9 @@ MODEL_CASES = [
     ("version-too-old", edited(kubernetesVersion="v1.27.16"), "kubernetesVersion", "v1.28"),
     ("version-too-new", edited(kubernetesVersion="v1.36.0"), "kubernetesVersion", "v1.35"),
     ("version-malformed", edited(kubernetesVersion="1.31"), "kubernetesVersion", "1.31"),
+    ("flag-value-null", edited(controlPlane={"apiServer": {"extraArgs": {"audit-log-path": None}}}),
+     "controlPlane.apiServer.extraArgs.audit-log-path", "string"),
+    ("flag-value-list", edited(kubelet={"extraArgs": {"node-labels": ["a=b"]}}), "kubelet.extraArgs.node-labels", "string"),
     ("wrong-api-version", edited(apiVersion="kubeprov.io/v1"), "apiVersion", "kubeprov.io/v1alpha1"),
     ("wrong-kind", edited(kind="ClusterConfiguration"), "kind", "Cluster"),
 ]
@@ -135,6 +160,26 @@ def test_yaml_merge_key_may_override_merged_value(tmp_path):
     code, stdout, stderr = run_cli("config", "validate", "-c", path)
     assert code == 0, stderr
     assert "ops@:2222" in stdout and "admin@:2222" in stdout
+
+
+def test_flag_values_may_be_yaml_numbers_and_booleans(tmp_path):
+    """`max-pods: 110` or `profiling: false` are what people write; a command line gets their text."""
+    path = tmp_path / "cluster.yaml"
+    path.write_text(yaml.safe_dump(edited(
+        kubelet={"extraArgs": {"max-pods": 110}},
+        etcd={"extraArgs": {"quota-backend-bytes": 8589934592}},
+        controlPlane={"scheduler": {"extraArgs": {"profiling": False}}},
+    )))
+    code, _, stderr = run_cli("config", "validate", "-c", path)
+    assert (code, stderr) == (0, "")
+
+
+def test_section_left_empty_means_defaults(tmp_path):
+    """Commenting out every line under `etcd:` leaves a YAML null: that is the default section."""
+    path = tmp_path / "cluster.yaml"
+    path.write_text(yaml.safe_dump(GOOD) + "etcd:\n  # topology: external\ncontrolPlane:\n  apiServer:\n")
+    code, _, stderr = run_cli("config", "validate", "-c", path)
+    assert (code, stderr) == (0, "")
 
 
 def test_not_utf8(tmp_path):

@@ -8,11 +8,12 @@ hosts belong to its parents; a variable set on the host beats one set on a group
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-from conftest import run_cli
 from provision.config import load_cluster
 from provision.config.inventory import load_inventory
 from provision.errors import ConfigError
@@ -20,6 +21,13 @@ from provision.errors import ConfigError
 REPO = Path(__file__).resolve().parent.parent
 SAMPLE = REPO / "inventories" / "sample"
 SETTINGS = "apiVersion: kubeprov.io/v1alpha1\nkind: Cluster\nkubernetesVersion: v1.31.4\n"
+
+
+def run_cli(*args) -> tuple[int, str, str]:
+    """The installed `kubeprov` (not conftest's helper: tests/lab/conftest.py can shadow that name)."""
+    proc = subprocess.run([str(Path(sys.executable).parent / "kubeprov"), *map(str, args)],
+                          capture_output=True, text=True, timeout=120)
+    return proc.returncode, proc.stdout, proc.stderr
 
 
 def load(tmp_path: Path, name: str, text: str):
