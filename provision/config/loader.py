@@ -117,21 +117,28 @@ def _models_in(annotation: Any) -> list[type[BaseModel]]:
 
 
 def _resolve_paths(cluster: Cluster, base_dir: Path, source: str) -> Cluster:
-    """Relative paths in a file mean 'relative to that file', whatever the working directory."""
-    cluster_dir = cluster.cluster_dir or Path(".kubeprov") / cluster.name
-    if not cluster_dir.is_absolute():
-        cluster_dir = base_dir / cluster_dir
+    """Relative paths in a file mean 'relative to that file', whatever the working directory.
+
+    `~` stays in SSH paths (it is the user's who runs ssh) but must name a user that exists;
+    the cluster directory is used locally at once, so its `~` is expanded here.
+    """
+
+    def resolve(path: Path, field: str) -> Path:
+        try:
+            expanded = path.expanduser()
+        except RuntimeError:  # ~someone, for a user this machine does not have
+            raise ConfigError(f"cannot expand {str(path)!r}: no such user", source=source, field=field) from None
+        return path if expanded.is_absolute() else base_dir / path
+
+    cluster_dir = resolve(cluster.cluster_dir or Path(".kubeprov") / cluster.name, "clusterDir").expanduser()
     hosts = []
     for index, host in enumerate(cluster.hosts):
-        key = host.ssh.key
-        if key is not None:
-            try:
-                expanded = key.expanduser()
-            except RuntimeError:  # ~someone for a user this machine does not have
-                raise ConfigError(f"cannot expand {str(key)!r}: no such user", source=source, field=f"hosts[{index}].ssh.key") from None
-            if not expanded.is_absolute():
-                host = host.model_copy(update={"ssh": host.ssh.model_copy(update={"key": base_dir / key})})
-        hosts.append(host)
+        ssh_paths = {
+            name: resolve(path, f"hosts[{index}].ssh.{alias}")
+            for name, alias, path in (("key", "key", host.ssh.key), ("known_hosts", "knownHosts", host.ssh.known_hosts))
+            if path is not None
+        }
+        hosts.append(host.model_copy(update={"ssh": host.ssh.model_copy(update=ssh_paths)}) if ssh_paths else host)
     return cluster.model_copy(update={"cluster_dir": cluster_dir, "hosts": hosts})
 
 
