@@ -206,6 +206,42 @@ cp2 ansible_host=192.0.2.2 ansible_private_key_file=/etc/kubeprov/id
     assert cp2.ssh.key == Path("/etc/kubeprov/id")
 
 
+def test_paths_relative_to_the_cluster_file(tmp_path, monkeypatch):
+    """clusterDir, ssh.key and ssh.knownHosts: relative means beside the file, not the working directory."""
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    config = tmp_path / "conf" / "cluster.yaml"
+    config.parent.mkdir()
+    config.write_text(SETTINGS + "clusterDir: state/demo\n")
+    inventory = tmp_path / "hosts.ini"
+    inventory.write_text("[kube_control_plane]\ncp1 ansible_ssh_private_key_file=id\n")
+    cluster = load_cluster(config, inventory)
+    assert cluster.cluster_dir == tmp_path / "conf" / "state" / "demo"
+    assert cluster.hosts[0].ssh.key == tmp_path / "conf" / "id"
+
+
+def test_cluster_dir_tilde_is_the_home_directory(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    config = tmp_path / "cluster.yaml"
+    config.write_text(SETTINGS + "clusterDir: ~/.kubeprov/demo\nhosts: [{name: cp1, address: 192.0.2.1, roles: [control-plane],"
+                      " ssh: {key: ~/.ssh/id, knownHosts: kh}}]\n")
+    cluster = load_cluster(config)
+    assert cluster.cluster_dir == tmp_path / "home" / ".kubeprov" / "demo"
+    assert str(cluster.hosts[0].ssh.key) == "~/.ssh/id"  # expanded by whoever runs ssh
+    assert cluster.hosts[0].ssh.known_hosts == tmp_path / "kh"
+
+
+def test_tilde_of_unknown_user_is_a_config_error(tmp_path):
+    config = tmp_path / "cluster.yaml"
+    config.write_text(SETTINGS)
+    inventory = tmp_path / "hosts.ini"
+    inventory.write_text("[kube_control_plane]\ncp1 ansible_ssh_private_key_file=~no-such-user-here/id\n")
+    with pytest.raises(ConfigError) as caught:
+        load_cluster(config, inventory)
+    assert (Path(caught.value.source).name, caught.value.field) == ("hosts.ini", "cp1.ssh.key")
+
+
 def test_quoted_values(tmp_path):
     text = """\
 [kube_control_plane]
