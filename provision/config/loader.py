@@ -29,15 +29,15 @@ def format_loc(loc: tuple) -> str:
     return out
 
 
-def _first_error(exc: ValidationError, source: str) -> ConfigError:
+def _first_error(exc: ValidationError, source: str, data: Any) -> ConfigError:
     errors = exc.errors(include_url=False)
     # pydantic reports one error per union member for the same field; the first is the clearest.
     error = errors[0]
     cross = (error.get("ctx") or {}).get("error")
     if isinstance(cross, _CrossFieldError):
         return ConfigError(cross.message, source=source, field=cross.field)
-    field = format_loc(tuple(p for p in error["loc"] if not _is_union_tag(p)))
     kind = error["type"]
+    field = format_loc(_path_in(data, error["loc"], missing=kind == "missing"))
     if kind == "extra_forbidden":
         message = "unknown key"
     elif kind == "missing":
@@ -52,9 +52,25 @@ def _first_error(exc: ValidationError, source: str) -> ConfigError:
     return ConfigError(message, source=source, field=field or None)
 
 
-def _is_union_tag(part: Any) -> bool:
-    # Union members show up in locations as their type names, e.g. 'IPv4Network'.
-    return isinstance(part, str) and (part[:1].isupper() or part.startswith(("function-", "lax-or-strict")))
+def _path_in(data: Any, loc: tuple, *, missing: bool) -> tuple:
+    """The part of pydantic's error location that exists in the file.
+
+    pydantic adds steps of its own (union members such as 'IPv4Network', '[key]'); they are
+    not keys of the input, so following the input drops them. A missing key is kept: it is the
+    field to name.
+    """
+    path, node = [], data
+    for index, part in enumerate(loc):
+        if isinstance(node, dict) and part in node:
+            node = node[part]
+        elif isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
+            node = node[part]
+        elif missing and index == len(loc) - 1:
+            pass
+        else:
+            continue
+        path.append(part)
+    return tuple(path)
 
 
 def _short(value: Any) -> str:
@@ -71,9 +87,10 @@ def cluster_from_data(data: Any, source: str, *, base_dir: Path | None = None) -
     if data.get("kind") != KIND:
         raise ConfigError(f"must be {KIND!r} (got {data.get('kind')!r})", source=source, field="kind")
     try:
-        cluster = Cluster.model_validate(_without_empty_keys(data, Cluster))
+        cleaned = _without_empty_keys(data, Cluster)
+        cluster = Cluster.model_validate(cleaned)
     except ValidationError as exc:
-        raise _first_error(exc, source) from None
+        raise _first_error(exc, source, cleaned) from None
     except RecursionError:
         raise ConfigError("nested too deeply", source=source) from None
     if base_dir is not None:
