@@ -84,6 +84,7 @@ def assert_one_line_error(code: int, stderr: str, *needles: str) -> str:
 # (case id, file contents, field the message must name, a word the message must contain)
 MODEL_CASES = [
     ("unknown-top-level-key", edited(kubernetesVerison="v1.31.4"), "kubernetesVerison", "unknown key"),
+    ("unknown-capitalised-key", edited(Hosts=[]), "Hosts", "unknown key"),
     ("unknown-nested-key", with_host(1, ssh={"prot": 22}), "hosts[1].ssh.prot", "unknown key"),
     ("port-not-a-number", with_host(1, ssh={"port": "twenty-two"}), "hosts[1].ssh.port", "integer"),
     ("port-out-of-range", with_host(1, ssh={"port": 70000}), "hosts[1].ssh.port", "65535"),
