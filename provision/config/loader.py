@@ -156,7 +156,10 @@ def _resolve_paths(cluster: Cluster, base_dir: Path, source: str) -> Cluster:
             if path is not None
         }
         hosts.append(host.model_copy(update={"ssh": host.ssh.model_copy(update=ssh_paths)}) if ssh_paths else host)
-    return cluster.model_copy(update={"cluster_dir": cluster_dir, "hosts": hosts})
+    artifacts = cluster.artifacts
+    if artifacts.bundle_dir is not None:  # read locally, like the cluster directory
+        artifacts = artifacts.model_copy(update={"bundle_dir": resolve(artifacts.bundle_dir, "artifacts.bundleDir").expanduser()})
+    return cluster.model_copy(update={"cluster_dir": cluster_dir, "hosts": hosts, "artifacts": artifacts})
 
 
 def load_cluster(config: Path | None, inventory: Path | None = None) -> Cluster:

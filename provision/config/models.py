@@ -272,6 +272,35 @@ class Etcd(Model):
     data_dir: str = "/var/lib/etcd"
 
 
+class ArtifactSource(str, Enum):
+    PACKAGES = "packages"  # pkgs.k8s.io's apt repository for the minor + Debian's packages
+    RELEASE = "release"  # upstream release downloads, each checked against its published sha256
+    BUNDLE = "bundle"  # an offline directory with SHA256SUMS (air-gapped sites)
+
+
+class Artifacts(Model):
+    """Where binaries and images come from (provision/artifacts)."""
+
+    source: ArtifactSource = ArtifactSource.PACKAGES
+    bundle_dir: Path | None = Field(default=None, description="the offline bundle (source: bundle); relative to the file")
+    release_base_url: str = Field(default="https://dl.k8s.io/release", description="Kubernetes release binaries")
+    github_base_url: str = Field(default="https://github.com", description="crictl, CNI plugins, containerd, runc, etcd releases")
+    package_repo: str = Field(default="https://pkgs.k8s.io/core:/stable:", description="Kubernetes apt repositories, one per minor")
+
+    @field_validator("release_base_url", "github_base_url", "package_repo")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        if not re.match(r"^https?://[^/\s]+", value):
+            raise ValueError(f"{value!r} is not an http(s) URL")
+        return value.rstrip("/")
+
+    @model_validator(mode="after")
+    def _bundle_needs_dir(self):
+        if self.source is ArtifactSource.BUNDLE and self.bundle_dir is None:
+            raise ValueError("source bundle needs bundleDir: the offline directory with SHA256SUMS")
+        return self
+
+
 class Certificates(Model):
     key_algorithm: KeyAlgorithm = KeyAlgorithm.RSA_2048
     validity_days: Annotated[int, Field(ge=1, le=3650)] = 365
@@ -314,6 +343,7 @@ class Cluster(Model):
     kube_proxy: KubeProxy = KubeProxy()
     containerd: Containerd = Containerd()
     certificates: Certificates = Certificates()
+    artifacts: Artifacts = Artifacts()
     cluster_dir: Path | None = Field(default=None, description="default: .kubeprov/<name> beside the file")
 
     @field_validator("name")
