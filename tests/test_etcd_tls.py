@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import cluster_dir_of, hosts, run_cli
+from testkit import cluster_dir_of, hosts, run_cli
 
 pytestmark = pytest.mark.integration
 

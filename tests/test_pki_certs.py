@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from conftest import cluster_dir_of, hosts, openssl_key_kind, openssl_verify, openssl_x509, run_cli
+from testkit import cluster_dir_of, hosts, openssl_key_kind, openssl_verify, openssl_x509, run_cli
 
 SERVER, CLIENT = "serverAuth", "clientAuth"
 

@@ -3,8 +3,7 @@ CA signs; it must say so in one line before writing anything, and accept a compl
 
 from __future__ import annotations
 
-from conftest import cluster_dir_of, hosts, run_cli
-from test_pki_idempotence import snapshot
+from testkit import cluster_dir_of, hosts, run_cli, snapshot
 
 
 def _generated(make_cluster):

@@ -3,18 +3,8 @@
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
-from conftest import cluster_dir_of, hosts, run_cli
-
-
-def snapshot(root: Path) -> dict[str, tuple[bytes, int, int]]:
-    """Every file under root → (content, st_mtime_ns, st_mode); directories → (b"", mtime, mode)."""
-    found = {}
-    for path in sorted(root.rglob("*")):
-        st = path.stat()
-        found[str(path.relative_to(root))] = (path.read_bytes() if path.is_file() else b"", st.st_mtime_ns, st.st_mode)
-    return found
+from testkit import cluster_dir_of, hosts, run_cli, snapshot
 
 
 def test_generate_twice_changes_nothing(make_cluster):

@@ -16,7 +16,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import VENV_BIN, cluster_dir_of, hosts, openssl_public_key, openssl_verify, openssl_x509, run_cli
+from testkit import VENV_BIN, cluster_dir_of, hosts, openssl_public_key, openssl_verify, openssl_x509, run_cli
 
 KUBECTL = VENV_BIN / "kubectl"
 

@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import re
 
-from conftest import cluster_dir_of, hosts, openssl_public_key, openssl_verify, openssl_x509, run_cli
-from test_pki_idempotence import snapshot
+from testkit import cluster_dir_of, hosts, openssl_public_key, openssl_verify, openssl_x509, run_cli, snapshot
 
 ENDPOINT = "api.test.example:6443"
 
