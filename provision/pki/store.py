@@ -385,14 +385,22 @@ class PKIStore:
     def renew(self, creds: list[Credential], *, new_key: bool = False, now: dt.datetime | None = None) -> list[Outcome]:
         """Re-issue `creds` from their CA, keeping each key unless `new_key`; back up what is replaced."""
         now = now or _now()
+        # All or nothing: an externally signed cert among them would otherwise stop the loop
+        # after the ones before it were already replaced.
+        external = [cred for cred in creds if self.load_ca(cred.ca)[1] is None]
+        if external:
+            first = external[0]
+            more = f" (and {len(external) - 1} more)" if len(external) > 1 else ""
+            raise PKIError(
+                f"cannot renew {first.label}{more}: the {first.ca} CA is external "
+                f"({self.ca_paths(CA_BY_NAME[first.ca])[1].name} is absent); nothing was renewed"
+            )
         backup_dir = self._unused_backup_dir(now)
         fresh = [c for c in creds if new_key or not (c.path.exists() or (c.key_path and c.key_path.exists()))]
         self._fresh_keys = iter(crypto.new_keys(self.cluster.certificates.key_algorithm, len(fresh)))
         outcomes = []
         for cred in creds:
             ca_cert, ca_key = self.load_ca(cred.ca)
-            if ca_key is None:
-                raise PKIError(f"cannot renew {cred.label}: the {cred.ca} CA is external (no key here)")
             existing = None
             try:
                 existing = self._read_credential(cred, validate=True)
