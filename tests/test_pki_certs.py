@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import yaml
 from testkit import cluster_dir_of, hosts, openssl_key_kind, openssl_verify, openssl_x509, run_cli
 
 SERVER, CLIENT = "serverAuth", "clientAuth"
@@ -93,8 +94,6 @@ HA = {
 
 
 def _generate(make_cluster, **overrides) -> tuple[dict, Path]:
-    import yaml
-
     path = make_cluster(**overrides)
     rc, out, err = run_cli("certs", "generate", "-c", path)
     assert rc == 0, out + err
