@@ -414,6 +414,10 @@ from provision.lab.cli import lab_app  # noqa: E402  (kubeprov lab …)
 
 app.add_typer(lab_app, name="lab")
 
+from provision.artifacts.cli import artifacts_app  # noqa: E402  (kubeprov artifacts …)
+
+app.add_typer(artifacts_app, name="artifacts")
+
 
 def main() -> None:
     try:
