@@ -59,12 +59,17 @@ class Steps:
         self.emit(f"[green]✓[/] {title} ({time.monotonic() - started:.1f} s)")
 
 
+def _lock():
+    """One lock for every lab on the machine: ups and downs (and subnet choices) never interleave.
+    A single file, so `down` leaves no per-lab lock file behind."""
+    return locked(state_root() / ".lock")
+
+
 def _allocate(name: str, control_planes: int) -> LabState:
-    with locked(state_root() / ".allocate.lock"):
-        taken = {lab.index for lab in all_labs()}
-        state = LabState(name=name, index=network.free_index(taken), control_planes=control_planes)
-        state.save()  # claims the index before anything is made
-        return state
+    taken = {lab.index for lab in all_labs()}
+    state = LabState(name=name, index=network.free_index(taken), control_planes=control_planes)
+    state.save()  # claims the index before anything is made
+    return state
 
 
 def up(name: str, count: int, control_planes: int = 1, emit: Callable[[str], None] = lambda line: None) -> LabInfo:
@@ -76,7 +81,7 @@ def up(name: str, count: int, control_planes: int = 1, emit: Callable[[str], Non
     if not 1 <= control_planes <= count:
         raise LabError(f"--control-planes must be 1 to {count} (the number of hosts), not {control_planes}")
     step = Steps(emit)
-    with locked(state_root() / f".{name}.lock"):
+    with _lock():
         with step("rootfs and apt repository cached"):
             cache = rootfs.ensure(progress=lambda message: emit(f"  {message}"))
         state = load(name)
@@ -131,6 +136,7 @@ def _converge(state: LabState, wanted: list[int], control_planes: int, cache: Pa
                     made.append(number)
                     state.hosts = sorted({*state.hosts, number})
                     state.save()  # before making anything, so a failure knows to remove it
+                host.stop(layout, number)  # a host that died may have left its cgroups behind
                 host_keys[number] = host.prepare(layout, number, public, wanted)
                 network.create_host(layout, number)
                 host.start(layout, number, cache / "rootfs")
@@ -188,11 +194,10 @@ def down(name: str, emit: Callable[[str], None] = lambda line: None) -> bool:
     """Remove the lab; True if there was anything to remove."""
     require_root()
     check_name(name)
-    with locked(state_root() / f".{name}.lock"):
+    with _lock():
         state = load(name)
         layout = state.layout if state else Layout(name, 0)  # the index only names addresses
         removed = _teardown(layout, step=Steps(emit))
-    with locked(state_root() / ".allocate.lock"):
         if not all_labs():
             limits.restore_inotify()
     return removed

@@ -123,3 +123,34 @@ def test_inventories_describe_the_hosts(lab):
     assert from_ini[lab.hosts[1].name]["roles"] == ["worker"]
     assert from_ini[lab.hosts[1].name]["address"] == lab.hosts[1].address
     assert f"UserKnownHostsFile={lab.known_hosts}" in lab.ansible_inventory.read_text()
+
+
+RUNC_SCRIPT = r"""
+set -e
+DEBIAN_FRONTEND=noninteractive apt-get install -y -qq runc >/dev/null
+B=/var/lib/containerd/test-bundle
+rm -rf $B; mkdir -p $B/rootfs/bin $B/rootfs/proc $B/rootfs/dev $B/rootfs/sys
+cp /bin/dash $B/rootfs/bin/sh
+for lib in $(ldd /bin/dash | grep -o '/[^ ]*'); do mkdir -p $B/rootfs$(dirname $lib); cp $lib $B/rootfs$lib; done
+cd $B && runc spec
+python3 - <<'PY'
+import json
+spec = json.load(open("config.json"))
+spec["process"]["terminal"] = False
+spec["process"]["args"] = ["sh", "-c", "echo container says hi; read line < /proc/self/cgroup; echo $line"]
+json.dump(spec, open("config.json", "w"))
+PY
+runc run kubeprov-lab-test
+runc delete -f kubeprov-lab-test 2>/dev/null || true
+rm -rf $B
+"""
+
+
+def test_runc_runs_a_container_in_a_host(lab):
+    """The nspawn knobs for runc (capabilities, keyring syscalls, writable cgroups, a real
+    /var/lib/containerd) together: a container from a minimal bundle runs and gets its cgroup."""
+    host = lab.hosts[1]
+    lab.ssh(host, "apt-get update -qq", timeout=300)
+    out = lab.ssh(host, RUNC_SCRIPT, timeout=300).stdout.splitlines()
+    assert out[0] == "container says hi"
+    assert out[1].endswith("/kubeprov-lab-test")
