@@ -83,7 +83,7 @@ def up(name: str, count: int, control_planes: int = 1, emit: Callable[[str], Non
     step = Steps(emit)
     with _lock():
         with step("rootfs and apt repository cached"):
-            cache = rootfs.ensure(progress=lambda message: emit(f"  {message}"))
+            cache = rootfs.ensure(progress=lambda message: emit(f"  {message}"), prune=not all_labs())
         state = load(name)
         fresh = state is None
         if state is None:

@@ -79,7 +79,9 @@ def fingerprint() -> str:
 
 
 def cache_dir() -> Path:
-    return cache_root() / f"rootfs-{SUITE}"
+    """Named after the recipe: a changed recipe builds beside the old rootfs, which running labs
+    still use as their overlays' lower layer, instead of pulling it from under them."""
+    return cache_root() / f"rootfs-{SUITE}-{fingerprint()}"
 
 
 def rootfs_dir() -> Path:
@@ -91,16 +93,19 @@ def repo_dir() -> Path:
 
 
 def is_current() -> bool:
-    stamp = cache_dir() / "stamp.json"
-    try:
-        return json.loads(stamp.read_text()).get("fingerprint") == fingerprint()
-    except (OSError, ValueError):
-        return False
+    return (cache_dir() / "stamp.json").is_file()  # written last: its presence means complete
 
 
-def ensure(progress=lambda message: None) -> Path:
-    """Return the cache dir (rootfs/ and repo/), building it first if missing or outdated."""
+def ensure(progress=lambda message: None, prune: bool = False) -> Path:
+    """Return the cache dir (rootfs/ and repo/), building it first if missing.
+
+    `prune` removes rootfs builds of other recipes: only when no lab runs on them.
+    """
     with locked(cache_root() / ".rootfs.lock"):
+        if prune:
+            for other in cache_root().glob(f"rootfs-{SUITE}-*"):
+                if other != cache_dir():
+                    shutil.rmtree(other, ignore_errors=True)
         if is_current():
             return cache_dir()
         progress(f"building the {SUITE} rootfs and apt repository (once; about a minute)")
@@ -108,11 +113,7 @@ def ensure(progress=lambda message: None) -> Path:
         shutil.rmtree(build_dir, ignore_errors=True)
         try:
             _build(build_dir)
-            old = cache_root() / f".rootfs-{SUITE}.old-{os.getpid()}"
-            if cache_dir().exists():
-                cache_dir().rename(old)
             build_dir.rename(cache_dir())
-            shutil.rmtree(old, ignore_errors=True)
         finally:
             shutil.rmtree(build_dir, ignore_errors=True)
         return cache_dir()
