@@ -1,0 +1,301 @@
+"""Release downloads against a real HTTP server on loopback (http.server in a thread on 127.0.0.1).
+
+The server serves files this test writes, each with a checksum file in the shape its upstream
+publishes (written by the real `sha256sum`), and counts requests per path, so "cached" means
+"no request reached the server".
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import shutil
+import socket
+import subprocess
+import tarfile
+import threading
+from collections import Counter
+from functools import partial
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from provision.artifacts import ArtifactError, Cache, Downloader, Kind, fetch_release, plan_artifacts, stage
+from provision.config.loader import cluster_from_data
+
+STAND_IN = "#!/bin/sh\necho 'STAND-IN {name}, not a real binary'\n"
+
+
+class Server:
+    """A static file server on 127.0.0.1 counting GETs per path. /nolength/<path> serves the same
+    file without a Content-Length header (as a chunked or streaming upstream would)."""
+
+    def __init__(self, root: Path):
+        self.root = root
+        self.requests: Counter[str] = Counter()
+        server = self
+
+        class Handler(SimpleHTTPRequestHandler):
+            def do_GET(self):
+                server.requests[self.path] += 1
+                if self.path.startswith("/nolength/"):
+                    data = (server.root / self.path.removeprefix("/nolength/")).read_bytes()
+                    self.send_response(200)
+                    self.send_header("Connection", "close")
+                    self.end_headers()
+                    self.wfile.write(data)
+                    return
+                super().do_GET()
+
+            def log_message(self, *args):
+                pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), partial(Handler, directory=str(root)))
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.httpd.server_address[1]}"
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+        self.thread.join(5)
+
+
+@pytest.fixture
+def served(tmp_path):
+    root = tmp_path / "www"
+    root.mkdir()
+    with Server(root) as server:
+        yield server
+
+
+def publish(path: Path, data: bytes, *, style: str = "bare", sums_file: Path | None = None) -> Path:
+    """Write a file and its checksum as upstream publishes it: 'bare' (<digest>), 'named'
+    (<digest>  <file>) next to it, or appended to a shared SHA256SUMS."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    line = subprocess.run(["sha256sum", path.name], cwd=path.parent, capture_output=True, text=True, check=True).stdout
+    if style == "bare":
+        (path.parent / f"{path.name}.sha256").write_text(line.split()[0] + "\n")
+    elif style == "named":
+        (path.parent / f"{path.name}.sha256").write_text(line)
+    else:
+        with open(sums_file, "a") as handle:
+            handle.write(line)
+    return path
+
+
+def test_good_file_is_accepted_and_cached(served, tmp_path):
+    data = b"a release file\n" * 1000
+    publish(served.root / "v1/kubelet", data)
+    downloader = Downloader(Cache(tmp_path / "cache"))
+    url = f"{served.url}/v1/kubelet"
+    first = downloader.fetch(url, f"{url}.sha256")
+    assert first.read_bytes() == data
+    assert first.name == hashlib.sha256(data).hexdigest()  # keyed by sha256
+    assert served.requests == {"/v1/kubelet.sha256": 1, "/v1/kubelet": 1}
+    # A second fetch, even by a fresh Downloader on the same cache, asks the server nothing.
+    again = Downloader(Cache(tmp_path / "cache")).fetch(url, f"{url}.sha256")
+    assert again == first
+    assert served.requests == {"/v1/kubelet.sha256": 1, "/v1/kubelet": 1}
+    assert not list((tmp_path / "cache/tmp").iterdir())
+
+
+def test_cached_file_damaged_later_is_downloaded_again(served, tmp_path):
+    data = b"x" * 5000
+    publish(served.root / "f", data)
+    downloader = Downloader(Cache(tmp_path / "cache"))
+    path = downloader.fetch(f"{served.url}/f", f"{served.url}/f.sha256")
+    path.write_bytes(b"damaged")
+    assert downloader.fetch(f"{served.url}/f", f"{served.url}/f.sha256").read_bytes() == data
+    assert served.requests["/f"] == 2
+
+
+def test_same_content_under_another_url_is_not_downloaded_twice(served, tmp_path):
+    data = b"same bytes"
+    publish(served.root / "a/tool", data)
+    publish(served.root / "b/tool", data)
+    downloader = Downloader(Cache(tmp_path / "cache"))
+    downloader.fetch(f"{served.url}/a/tool", f"{served.url}/a/tool.sha256")
+    downloader.fetch(f"{served.url}/b/tool", f"{served.url}/b/tool.sha256")
+    assert served.requests["/b/tool.sha256"] == 1 and served.requests["/b/tool"] == 0
+
+
+def test_wrong_checksum_is_refused_and_nothing_is_kept(served, tmp_path):
+    publish(served.root / "kubectl", b"what was published")
+    (served.root / "kubectl").write_bytes(b"what is served now")  # tampered after publishing
+    published = (served.root / "kubectl.sha256").read_text().split()[0]
+    actual = hashlib.sha256(b"what is served now").hexdigest()
+    cache = tmp_path / "cache"
+    url = f"{served.url}/kubectl"
+    with pytest.raises(ArtifactError) as caught:
+        Downloader(Cache(cache)).fetch(url, f"{url}.sha256")
+    message = str(caught.value)
+    assert "\n" not in message
+    assert url in message and f"expected {published}" in message and f"got {actual}" in message
+    assert [p for p in cache.rglob("*") if p.is_file()] == []  # no file, no index entry
+
+
+def test_server_down_names_the_url(tmp_path):
+    with socket.socket() as probe:  # a port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    url = f"http://127.0.0.1:{port}/v1.31.4/bin/linux/amd64/kubelet"
+    with pytest.raises(ArtifactError, match=r"cannot download http://127\.0\.0\.1:\d+/v1\.31\.4/bin/linux/amd64/kubelet\.sha256: .*refused"):
+        Downloader(Cache(tmp_path / "cache"), timeout=2).fetch(url, f"{url}.sha256")
+
+
+def test_missing_file_names_url_and_status(served, tmp_path):
+    publish(served.root / "present", b"data")
+    (served.root / "present").unlink()
+    with pytest.raises(ArtifactError, match=rf"cannot download {served.url}/present: HTTP 404"):
+        Downloader(Cache(tmp_path / "cache")).fetch(f"{served.url}/present", f"{served.url}/present.sha256")
+
+
+@pytest.mark.parametrize("prefix", ["", "/nolength"], ids=["content-length", "streamed"])
+def test_size_cap(served, tmp_path, prefix):
+    data = b"0123456789" * 1000  # 10 000 bytes
+    publish(served.root / "big", data)
+    cache = tmp_path / "cache"
+    url = f"{served.url}{prefix}/big"
+    with pytest.raises(ArtifactError, match=r"9999-byte limit"):
+        Downloader(Cache(cache), max_bytes=9999).fetch(url, f"{served.url}/big.sha256")
+    assert [p for p in cache.rglob("*") if p.is_file()] == []
+    # at exactly the limit it passes, also when the server sends no length
+    assert Downloader(Cache(cache), max_bytes=10000).fetch(url, f"{served.url}/big.sha256").read_bytes() == data
+
+
+def test_checksum_file_listing_many_files(served, tmp_path):
+    sums = served.root / "rel/SHA256SUMS"
+    sums.parent.mkdir(parents=True)
+    for name in ("etcd-a.tar.gz", "etcd-b.tar.gz", "etcd-c.zip"):
+        publish(served.root / "rel" / name, name.encode() * 100, style="sums", sums_file=sums)
+    path = Downloader(Cache(tmp_path / "cache")).fetch(f"{served.url}/rel/etcd-b.tar.gz", f"{served.url}/rel/SHA256SUMS")
+    assert path.read_bytes() == b"etcd-b.tar.gz" * 100
+    with pytest.raises(ArtifactError, match="has no sha256 for etcd-d.tar.gz"):
+        Downloader(Cache(tmp_path / "cache")).fetch(f"{served.url}/rel/etcd-d.tar.gz", f"{served.url}/rel/SHA256SUMS")
+
+
+def test_only_http_urls(tmp_path):
+    with pytest.raises(ArtifactError, match="only http and https"):
+        Downloader(Cache(tmp_path / "cache")).fetch("file:///etc/passwd", "file:///etc/passwd.sha256")
+
+
+# --- the whole release source, through the plan ---------------------------------------------
+
+
+def _tar(path: Path, members: dict[str, Path | bytes]) -> bytes:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(path, "w:gz", compresslevel=1) as archive:  # speed over size
+        for name, source in members.items():
+            data = source.read_bytes() if isinstance(source, Path) else source
+            info = tarfile.TarInfo(name)
+            info.size, info.mode = len(data), 0o755
+            archive.addfile(info, io.BytesIO(data))
+    return path.read_bytes()
+
+
+def upstream_mirror(root: Path, version: str, etcd: str) -> dict[str, Path]:
+    """Lay out, under root, the release files at upstream's paths (as documented by each project),
+    with real Debian binaries where this machine has them and labelled stand-ins where it does not.
+    Returns {host path: the file that should land there}."""
+    lands: dict[str, Path] = {}
+    stand_ins = root.parent / "stand-ins"
+    stand_ins.mkdir()
+    for name in ("kubelet", "kubectl", "crictl"):
+        (stand_ins / name).write_text(STAND_IN.format(name=name))
+    k8s = root / "release" / version / "bin/linux/amd64"
+    for name in ("kubelet", "kubectl"):
+        publish(k8s / name, (stand_ins / name).read_bytes())
+        lands[f"/usr/bin/{name}"] = stand_ins / name
+    gh = root / "gh"
+    crictl = {"v1.31.1": "v1.31.1", "v1.28.0": "v1.28.0"}
+    cri = gh / "kubernetes-sigs/cri-tools/releases/download"
+    for v in crictl:
+        data = _tar(cri / v / f"crictl-{v}-linux-amd64.tar.gz", {"crictl": stand_ins / "crictl"})
+        publish(cri / v / f"crictl-{v}-linux-amd64.tar.gz", data, style="bare")
+    lands["/usr/bin/crictl"] = stand_ins / "crictl"
+    containerd_bins = {f"bin/{n}": Path("/usr/bin") / n for n in ("containerd", "containerd-shim-runc-v2", "ctr")}
+    tarball = gh / "containerd/containerd/releases/download/v1.7.24/containerd-1.7.24-linux-amd64.tar.gz"
+    publish(tarball, _tar(tarball, containerd_bins), style="named")
+    tarball.with_name(tarball.name + ".sha256").rename(tarball.with_name(tarball.name + ".sha256sum"))
+    lands["/usr/bin/containerd"] = Path("/usr/bin/containerd")
+    lands["/usr/bin/containerd-shim-runc-v2"] = Path("/usr/bin/containerd-shim-runc-v2")
+    runc_dir = gh / "opencontainers/runc/releases/download/v1.2.4"
+    runc_dir.mkdir(parents=True)
+    publish(runc_dir / "runc.amd64", Path("/usr/sbin/runc").read_bytes(), style="sums", sums_file=runc_dir / "runc.sha256sum")
+    publish(runc_dir / "runc.arm64", b"not for us", style="sums", sums_file=runc_dir / "runc.sha256sum")
+    lands["/usr/sbin/runc"] = Path("/usr/sbin/runc")
+    plugins = {f"./{p}": Path("/usr/lib/cni") / p for p in ("bridge", "host-local", "loopback", "portmap", "vlan")}
+    cni = gh / "containernetworking/plugins/releases/download/v1.6.2/cni-plugins-linux-amd64-v1.6.2.tgz"
+    publish(cni, _tar(cni, plugins), style="named")
+    for p in ("bridge", "host-local", "loopback", "portmap"):
+        lands[f"/opt/cni/bin/{p}"] = Path("/usr/lib/cni") / p
+    etcd_dir = gh / f"etcd-io/etcd/releases/download/{etcd}"
+    top = f"etcd-{etcd}-linux-amd64"
+    etcd_tar = etcd_dir / f"{top}.tar.gz"
+    data = _tar(etcd_tar, {f"{top}/etcd": Path("/usr/bin/etcd"), f"{top}/etcdctl": Path("/usr/bin/etcdctl"), f"{top}/README.md": b"readme"})
+    publish(etcd_tar, data, style="sums", sums_file=etcd_dir / "SHA256SUMS")
+    lands["/usr/bin/etcd"] = Path("/usr/bin/etcd")
+    lands["/usr/bin/etcdctl"] = Path("/usr/bin/etcdctl")
+    return lands
+
+
+needs_debian_binaries = pytest.mark.skipif(
+    not all(Path(p).exists() for p in ("/usr/bin/containerd", "/usr/sbin/runc", "/usr/bin/etcd", "/usr/lib/cni/bridge")),
+    reason="Debian's containerd, runc, etcd-server and containernetworking-plugins are needed (scripts/setup installs them)",
+)
+
+
+@needs_debian_binaries
+def test_release_source_end_to_end(served, tmp_path):
+    cluster = cluster_from_data(
+        {
+            "apiVersion": "kubeprov.io/v1alpha1", "kind": "Cluster", "kubernetesVersion": "v1.31.4",
+            "etcd": {"topology": "external"},
+            "hosts": [
+                {"name": "cp1", "address": "10.0.0.11", "roles": ["control-plane"]},
+                {"name": "w1", "address": "10.0.0.21", "roles": ["worker"]},
+                {"name": "etcd1", "address": "10.0.0.31", "roles": ["etcd"]},
+            ],
+            "artifacts": {"source": "release", "releaseBaseUrl": f"{served.url}/release", "githubBaseUrl": f"{served.url}/gh"},
+        },
+        "test",
+    )
+    lands = upstream_mirror(served.root, "v1.31.4", "v3.5.24")
+    plan = plan_artifacts(cluster)
+    assert served.requests == {}  # planning downloads nothing
+    downloader = Downloader(Cache(tmp_path / "cache"))
+    fetched = fetch_release(plan, downloader)
+    downloads = [a for a in fetched.artifacts if a.kind in (Kind.BINARY, Kind.ARCHIVE)]
+    assert len(downloads) == 7 and all(a.path and a.path.is_file() for a in downloads)
+    assert all(count == 1 for count in served.requests.values())
+    hosts_root = tmp_path / "hosts"
+    for host in ("cp1", "w1", "etcd1"):
+        stage(fetched, hosts_root / host, host)
+    placed = {
+        host: {"/" + p.relative_to(hosts_root / host).as_posix() for p in (hosts_root / host).rglob("*") if p.is_file()}
+        for host in ("cp1", "w1", "etcd1")
+    }
+    node_files = set(lands) - {"/usr/bin/kubectl", "/usr/bin/etcd", "/usr/bin/etcdctl"}
+    assert placed["w1"] == node_files
+    assert placed["cp1"] == node_files | {"/usr/bin/kubectl"}
+    assert placed["etcd1"] == {"/usr/bin/etcd", "/usr/bin/etcdctl"}
+    for host, paths in placed.items():
+        for path in paths:
+            target = hosts_root / host / path.lstrip("/")
+            assert target.read_bytes() == lands[path].read_bytes(), path
+            assert target.stat().st_mode & 0o777 == 0o755
+    # the placed Debian etcd is the real program
+    assert "etcd Version" in subprocess.run([hosts_root / "etcd1/usr/bin/etcd", "--version"], capture_output=True, text=True).stdout
+    # a second run is served entirely from the cache
+    before = Counter(served.requests)
+    fetch_release(plan_artifacts(cluster), Downloader(Cache(tmp_path / "cache")))
+    assert served.requests == before
