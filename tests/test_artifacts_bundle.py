@@ -297,3 +297,45 @@ def test_cli_bundle_check(bundle, tmp_path):
     assert "Traceback" not in err
     code, out, err = run_cli("artifacts", "list", "-c", config)
     assert code == 4 and err.count("\n") == 1 and "refused: bin/kubectl: missing" in err and "1 more" in err
+
+
+@pytest.mark.integration
+@pytest.mark.skipif(not shutil.which("containerd") or not shutil.which("ctr"), reason="containerd/ctr not installed (scripts/setup installs them)")
+def test_real_containerd_imports_the_bundle_images_under_the_names_we_read(tmp_path):
+    """The tarballs are real images: Debian's containerd imports and unpacks them (native
+    snapshotter: no mounts to leave behind), and lists exactly the names image_refs reads."""
+    import time
+
+    oci = oci_image_tarball(tmp_path / "oci.tar", ["registry.k8s.io/pause:3.10", "registry.k8s.io/kube-proxy:v1.31.4"])
+    docker = docker_archive(tmp_path / "docker.tar", ["haproxy:2.8.5-alpine"])
+    run = tmp_path / "run"
+    run.mkdir()
+    config = run / "config.toml"
+    config.write_text('version = 2\ndisabled_plugins = ["io.containerd.grpc.v1.cri"]\n')
+    socket = run / "containerd.sock"
+    with open(run / "containerd.log", "w") as log:
+        daemon = subprocess.Popen(
+            ["containerd", "--config", config, "--root", run / "root", "--state", run / "state", "--address", socket],
+            stdout=log, stderr=subprocess.STDOUT,
+        )
+    ctr = ["ctr", "--address", str(socket), "--namespace", "k8s.io"]
+    try:
+        deadline = time.monotonic() + 30
+        while subprocess.run([*ctr, "version"], capture_output=True).returncode != 0:
+            assert daemon.poll() is None and time.monotonic() < deadline, (run / "containerd.log").read_text()[-3000:]
+            time.sleep(0.2)
+        for tarball in (oci, docker):
+            done = subprocess.run([*ctr, "images", "import", "--snapshotter", "native", tarball], capture_output=True, text=True, timeout=60)
+            assert done.returncode == 0, done.stderr
+        listed = subprocess.run([*ctr, "images", "ls", "--quiet"], capture_output=True, text=True, check=True).stdout.split()
+        assert set(listed) == image_refs(oci) | image_refs(docker)
+        check = subprocess.run([*ctr, "images", "check"], capture_output=True, text=True, check=True).stdout
+        assert check.count("complete") == 3, check
+    finally:
+        daemon.terminate()
+        try:
+            daemon.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            daemon.kill()
+            daemon.wait(timeout=15)
+    assert str(run) not in Path("/proc/self/mounts").read_text()
