@@ -9,6 +9,7 @@ the mount disappears with the host and never shows in this machine's mount table
 from __future__ import annotations
 
 import os
+import re
 import secrets
 import shlex
 import subprocess
@@ -133,7 +134,8 @@ def console_tail(layout: Layout, number: int, lines: int = 5) -> str:
         text = files(layout, number).console.read_text(errors="replace")
     except OSError:
         return ""
-    return " | ".join(line.strip() for line in text.strip().splitlines()[-lines:])
+    text = re.sub(r"\x1b\[[0-9;]*[A-Za-z]", "", text)  # systemd's colours
+    return " | ".join(line.strip() for line in text.strip().splitlines()[-lines:] if line.strip())
 
 
 def update_hosts_file(layout: Layout, number: int, all_numbers: list[int]) -> None:

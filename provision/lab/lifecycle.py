@@ -96,7 +96,9 @@ def up(name: str, count: int, control_planes: int = 1, emit: Callable[[str], Non
         except BaseException:
             emit("[yellow]failed: removing what this run made[/]")
             if fresh:
-                _teardown(Layout(name, state.index), quiet=True)
+                _teardown(Layout(name, state.index))
+                if not all_labs():
+                    limits.restore_inotify()
             else:
                 for number in made:
                     _remove_host(state.layout, number)
@@ -203,7 +205,7 @@ def down(name: str, emit: Callable[[str], None] = lambda line: None) -> bool:
     return removed
 
 
-def _teardown(layout: Layout, step: Steps | None = None, quiet: bool = False) -> bool:
+def _teardown(layout: Layout, step: Steps | None = None) -> bool:
     step = step or Steps()
     found_cgroups = cgroups.find(layout.cgroup_prefix)
     found_netns = network.lab_netns(layout)

@@ -166,3 +166,24 @@ def test_twenty_hosts_boot_and_the_inotify_limit_is_restored(lab):
         lifecycle.down(name)
     # The fixture lab still runs, so the raised limit stays until the last lab goes.
     assert int(INOTIFY.read_text()) >= before
+
+
+def test_up_grows_and_shrinks_a_lab_keeping_its_hosts(lab):
+    name = f"g{os.getpid()}"[:12]
+    try:
+        one = lifecycle.up(name, 1)
+        layout = load(name).layout
+        first_pid = host.init_pid(layout, 1)
+        two = lifecycle.up(name, 2)
+        assert host.init_pid(layout, 1) == first_pid  # kept, not rebooted
+        first, second = two.hosts
+        ssh = _kubeprov("lab", "ssh", first.name, "--name", name, "--", "getent", "hosts", second.name)
+        assert ssh.stdout.split() == [second.address, second.name], ssh.stderr  # learnt the new host's name
+        shrunk = lifecycle.up(name, 1)
+        assert [h.name for h in shrunk.hosts] == [h.name for h in one.hosts]
+        assert host.init_pid(layout, 1) == first_pid
+        assert not host.is_alive(layout, 2) and not (layout.host_dir(2)).exists()
+        assert f"kp-{name}-2" not in os.listdir("/run/netns")
+        assert second.name not in shrunk.known_hosts.read_text()
+    finally:
+        lifecycle.down(name)
