@@ -163,10 +163,10 @@ def _resolve_paths(cluster: Cluster, base_dir: Path, source: str) -> Cluster:
 
 
 def load_cluster(config: Path | None, inventory: Path | None = None) -> Cluster:
-    """The cluster described by a cluster file, an Ansible inventory, or both.
+    """The cluster described by a cluster file, its hosts optionally from an Ansible inventory.
 
-    With both, the inventory supplies the hosts and the file everything else; the file must then
-    not list hosts itself (two sources of truth would disagree sooner or later).
+    With an inventory, the inventory supplies the hosts and the file everything else; the file
+    must then not list hosts itself (two sources of truth would disagree sooner or later).
     """
     if config is None:
         if inventory is None:
