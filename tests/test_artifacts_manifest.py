@@ -19,10 +19,11 @@ import yaml
 from conftest import run_cli
 from provision.artifacts import Kind, plan_artifacts
 from provision.config import load_cluster
-from provision.config.models import ArtifactSource
+from provision.config.models import ArtifactSource, LoadBalancer
 
 VERSIONS = ["v1.28.15", "v1.35.0"]
 VIP = "10.0.0.100:6443"
+WORKER_LOCAL_LB = LoadBalancer.model_fields["worker_local_lb"].alias  # the file's spelling
 
 
 def _hosts(cps: int, workers: int, etcd: int = 0) -> list[dict]:
@@ -36,7 +37,7 @@ SHAPES = {
     "stacked-flannel-kubevip": {"hosts": _hosts(3, 1), "controlPlaneEndpoint": VIP, "cni": "flannel"},
     "external-calico-haproxy": {
         "hosts": _hosts(3, 2, 3), "controlPlaneEndpoint": VIP, "cni": "calico", "etcd": {"topology": "external"},
-        "loadBalancer": {"mode": "haproxy-keepalived", "workerLocalLb": True},
+        "loadBalancer": {"mode": "haproxy-keepalived", "workerLocalLB": True},
     },
     "single-bridge": {"hosts": _hosts(1, 0), "cni": "bridge"},
     "mirror-repository": {"hosts": _hosts(1, 1), "imageRepository": "mirror.example.internal/k8s"},

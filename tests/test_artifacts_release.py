@@ -23,6 +23,10 @@ import pytest
 
 from provision.artifacts import ArtifactError, Cache, Downloader, Kind, fetch_release, plan_artifacts, stage
 from provision.config.loader import cluster_from_data
+from provision.config.models import Artifacts
+
+RELEASE_KEY = Artifacts.model_fields["release_base_url"].alias  # the file's spellings of the keys
+GITHUB_KEY = Artifacts.model_fields["github_base_url"].alias
 
 STAND_IN = "#!/bin/sh\necho 'STAND-IN {name}, not a real binary'\n"
 
@@ -265,7 +269,7 @@ def test_release_source_end_to_end(served, tmp_path):
                 {"name": "w1", "address": "10.0.0.21", "roles": ["worker"]},
                 {"name": "etcd1", "address": "10.0.0.31", "roles": ["etcd"]},
             ],
-            "artifacts": {"source": "release", "releaseBaseUrl": f"{served.url}/release", "githubBaseUrl": f"{served.url}/gh"},
+            "artifacts": {"source": "release", "releaseBaseURL": f"{served.url}/release", "githubBaseURL": f"{served.url}/gh"},
         },
         "test",
     )

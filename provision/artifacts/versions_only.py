@@ -9,9 +9,11 @@ which setting brings it in.
 from __future__ import annotations
 
 from provision.config.loader import cluster_from_data
-from provision.config.models import Cluster
+from provision.config.models import Cluster, LoadBalancer
 
 _VIP = "10.0.0.100:6443"
+# The file's spelling of the key, whatever capitalisation the model settles on.
+_WORKER_LOCAL_LB = LoadBalancer.model_fields["worker_local_lb"].alias or "worker_local_lb"
 
 
 def _hosts(cps: int, workers: int, etcd: int) -> list[dict]:
@@ -36,6 +38,6 @@ def every_shape(version: str) -> list[Cluster]:
         _cluster(version, hosts=_hosts(3, 1, 0), controlPlaneEndpoint=_VIP, cni="flannel", loadBalancer={"mode": "kube-vip"}),
         _cluster(
             version, hosts=_hosts(3, 1, 3), controlPlaneEndpoint=_VIP, cni="calico", etcd={"topology": "external"},
-            loadBalancer={"mode": "haproxy-keepalived", "workerLocalLb": True},
+            loadBalancer={"mode": "haproxy-keepalived", "workerLocalLB": True},
         ),
     ]
