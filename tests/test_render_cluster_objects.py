@@ -244,7 +244,7 @@ POD_OF = {"apiServer": "kube-apiserver", "controllerManager": "kube-controller-m
 
 @pytest.mark.parametrize(
     "overrides",
-    [EXTRA, {"kubelet": {"serverTlsBootstrap": True}, "cni": "bridge"}, {"controlPlane": {"profiling": True, "encryptSecrets": False}}],
+    [EXTRA, {"kubelet": {"serverTLSBootstrap": True}, "cni": "bridge"}, {"controlPlane": {"profiling": True, "encryptSecrets": False}}],
     ids=["extra-args", "tls-bootstrap-bridge", "profiling-no-encryption"],
 )
 def test_cluster_configuration_regenerates_our_pods(overrides, material):

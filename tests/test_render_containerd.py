@@ -50,7 +50,7 @@ def config_dump(config: Path) -> subprocess.CompletedProcess:
 @needs_containerd
 @pytest.mark.parametrize("restrict", [False, True])
 def test_real_containerd_accepts_the_config(tmp_path, restrict):
-    c = cluster(containerd={"registryMirrors": MIRRORS, "restrictOomScoreAdj": restrict})
+    c = cluster(containerd={"registryMirrors": MIRRORS, "restrictOOMScoreAdj": restrict})
     run = config_dump(write_tree(c, tmp_path))
     assert run.returncode == 0, run.stderr
     # Read back what containerd made of it (its effective config, defaults filled in).
@@ -140,7 +140,7 @@ def test_etcd_only_host_gets_no_containerd():
 def test_real_containerd_starts_with_the_config(tmp_path):
     """containerd runs with the rendered file (private root, state and socket) and its CRI plugin
     reports the settings it took from it."""
-    c = cluster(containerd={"registryMirrors": MIRRORS, "restrictOomScoreAdj": True})
+    c = cluster(containerd={"registryMirrors": MIRRORS, "restrictOOMScoreAdj": True})
     config = write_tree(c, tmp_path / "host")
     run_dir = tmp_path / "run"
     run_dir.mkdir()

@@ -292,7 +292,7 @@ def test_bridge_cni_turns_node_cidr_allocation_off(tmp_path):
 
 
 def test_server_tls_bootstrap_lets_apiserver_verify_kubelets(tmp_path):
-    api = flags_of(pod(render(cluster_of(tmp_path, kubelet={"serverTlsBootstrap": True}))["cp1"], "kube-apiserver"))
+    api = flags_of(pod(render(cluster_of(tmp_path, kubelet={"serverTLSBootstrap": True}))["cp1"], "kube-apiserver"))
     assert api["kubelet-certificate-authority"] == "/etc/kubernetes/pki/ca.crt"
 
 
@@ -390,7 +390,7 @@ def test_flag_table_documents_every_flag(tmp_path):
     docs = DOCS.read_text()
     variants = [
         cluster_of(tmp_path / "a", kubernetesVersion="v1.28.0"),
-        cluster_of(tmp_path / "b", kubernetesVersion="v1.35.0", cni="bridge", kubelet={"serverTlsBootstrap": True}),
+        cluster_of(tmp_path / "b", kubernetesVersion="v1.35.0", cni="bridge", kubelet={"serverTLSBootstrap": True}),
     ]
     rendered = set()
     for cluster in variants:

@@ -197,7 +197,7 @@ needs_keepalived = pytest.mark.skipif(shutil.which("keepalived") is None, reason
 def test_haproxy_keepalived_accepted_by_the_real_binaries(tmp_path, endpoint_port):
     cluster = make(
         controlPlaneEndpoint=f"{VIP}:{endpoint_port}",
-        loadBalancer={"mode": "haproxy-keepalived", "interface": "ens5", "virtualRouterId": 77},
+        loadBalancer={"mode": "haproxy-keepalived", "interface": "ens5", "virtualRouterID": 77},
     )
     priorities = []
     with netns_with_link("ens5") as ns:
@@ -265,7 +265,7 @@ def test_apiserver_keeps_its_default_bind_without_haproxy():
 
 @needs_haproxy
 def test_worker_local_lb_files_and_kubelet_conf(tmp_path):
-    cluster = make(tmp_path, cps=2, workers=2, loadBalancer={"workerLocalLb": True, "workerLocalLbPort": 7443})
+    cluster = make(tmp_path, cps=2, workers=2, loadBalancer={"workerLocalLB": True, "workerLocalLBPort": 7443})
     store = PKIStore(cluster, tmp_path / "cluster")
     store.generate()
     trees = render_hosts(cluster, read_material(store))
@@ -392,7 +392,7 @@ def test_rendered_haproxy_sends_traffic_only_to_ready_api_servers(tmp_path):
             "apiServerPort": api_port,
             "hosts": [{"name": f"cp{i}", "address": a, "roles": ["control-plane"]} for i, a in enumerate(addresses, 1)]
             + [{"name": "w1", "address": "127.0.0.21", "roles": ["worker"]}],
-            "loadBalancer": {"workerLocalLb": True, "workerLocalLbPort": lb_port},
+            "loadBalancer": {"workerLocalLB": True, "workerLocalLBPort": lb_port},
         }
     )
     cfg = ha.render_ha(cluster, cluster.host("w1"), None)[PurePosixPath("/etc/haproxy/haproxy.cfg")].content

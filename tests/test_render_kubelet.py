@@ -61,7 +61,7 @@ def flags_of(c, name: str) -> list[str]:
 @pytest.mark.parametrize("minor", SUPPORTED_MINORS)
 @pytest.mark.parametrize("server_tls_bootstrap", [False, True])
 def test_config_is_yaml_that_the_v1beta1_schema_accepts(minor, server_tls_bootstrap):
-    c = cluster(f"v1.{minor}.0", kubelet={"serverTlsBootstrap": server_tls_bootstrap, "maxPods": 64})
+    c = cluster(f"v1.{minor}.0", kubelet={"serverTLSBootstrap": server_tls_bootstrap, "maxPods": 64})
     config = config_of(c, "w1")
     jsonschema.validate(config, SCHEMA)
     assert config["serverTLSBootstrap"] is server_tls_bootstrap
@@ -93,9 +93,13 @@ def test_config_follows_kubeadm_defaults():
     assert config["rotateCertificates"] is True
     assert (config["healthzBindAddress"], config["healthzPort"]) == ("127.0.0.1", 10248)
     assert config["containerRuntimeEndpoint"] == "unix:///run/containerd/containerd.sock"
-    # CIS 4.2.4 / 4.2.6
+    # CIS 4.2.4; 4.2.6 (protectKernelDefaults) is opt-in, off like kubeadm's
     assert config["readOnlyPort"] == 0
-    assert config["protectKernelDefaults"] is True
+    assert config["protectKernelDefaults"] is False
+
+
+def test_protect_kernel_defaults_is_opt_in():
+    assert config_of(cluster(kubelet={"protectKernelDefaults": True}), "w1")["protectKernelDefaults"] is True
 
 
 def test_every_node_gets_the_cluster_wide_configuration():

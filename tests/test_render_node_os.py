@@ -111,8 +111,8 @@ def node_tree(c, host: str):
 
 GOLDEN_CLUSTER = dict(
     kubeProxy={"mode": "ipvs"},
-    containerd={"registryMirrors": {"docker.io": ["https://mirror.example.net"]}, "restrictOomScoreAdj": True},
-    kubelet={"serverTlsBootstrap": True, "extraArgs": {"v": "2"}},
+    containerd={"registryMirrors": {"docker.io": ["https://mirror.example.net"]}, "restrictOOMScoreAdj": True},
+    kubelet={"serverTLSBootstrap": True, "extraArgs": {"v": "2"}},
 )
 
 

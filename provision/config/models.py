@@ -28,10 +28,19 @@ _DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9
 _VERSION = re.compile(r"^v?(1)\.(\d+)\.(\d+)$")
 
 
+# Kubernetes spells acronyms in capitals (serverTLSBootstrap, podCIDR); so do we, so that a key
+# copied from a KubeletConfiguration or kubeadm config means the same here.
+_ACRONYMS = re.compile(r"(Tls|Oom|Lb|Id|Mb|Url|Cidr|Ip|Dns|Sans)(?=[A-Z]|$)")
+
+
+def _camel(name: str) -> str:
+    return _ACRONYMS.sub(lambda m: m.group(1).upper(), to_camel(name))
+
+
 class Model(BaseModel):
     model_config = ConfigDict(
         extra="forbid",
-        alias_generator=to_camel,
+        alias_generator=_camel,
         populate_by_name=True,
         frozen=True,
         str_strip_whitespace=True,
@@ -247,6 +256,9 @@ class LoadBalancer(Model):
 
 class Kubelet(Model):
     server_tls_bootstrap: bool = False
+    # CIS 4.2.6 wants it, but a kubelet then refuses to start wherever a kernel tunable it checks
+    # differs and cannot be set (containers, nspawn labs, hardened hosts); kubeadm leaves it off.
+    protect_kernel_defaults: bool = False
     max_pods: Annotated[int, Field(ge=1)] = 110
     extra_args: Flags = Field(default_factory=dict)
 

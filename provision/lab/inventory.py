@@ -51,7 +51,7 @@ def cluster_document(state: LabState, key: Path) -> dict:
             for h in lab_hosts(state)
         ],
         # nspawn hosts lack CAP_SYS_RESOURCE (see LAB-NOTES).
-        "containerd": {"restrictOomScoreAdj": True},
+        "containerd": {"restrictOOMScoreAdj": True},
     }
 
 

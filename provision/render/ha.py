@@ -30,8 +30,8 @@ haproxy + keepalived (load balancer mode `haproxy-keepalived`)
     the API server renderer. With different ports nothing clashes and the API server keeps its
     defaults; haproxy still binds the VIP only, so it never answers on the node's own address.
 
-Worker local load balancer (loadBalancer.workerLocalLb)
-    haproxy on 127.0.0.1:<workerLocalLbPort> → every control plane; workers' kubelet.conf points
+Worker local load balancer (loadBalancer.workerLocalLB)
+    haproxy on 127.0.0.1:<workerLocalLBPort> → every control plane; workers' kubelet.conf points
     there (provision/pki/kubeconfigs.py), and the API server certificate carries 127.0.0.1.
 
 Both health checks ask /readyz anonymously, which kubeadm's defaults allow

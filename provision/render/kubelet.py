@@ -87,7 +87,7 @@ def kubelet_configuration(cluster: Cluster) -> dict:
         "readOnlyPort": 0,  # CIS 4.2.4: no unauthenticated port 10255 (also the kubelet's default)
         # CIS 4.2.6: the kubelet refuses to start if a kernel tunable it needs differs, instead of
         # silently changing it; node_os.py's sysctl file sets exactly those values.
-        "protectKernelDefaults": True,
+        "protectKernelDefaults": cluster.kubelet.protect_kernel_defaults,
         "tlsMinVersion": "VersionTLS12",
         "tlsCipherSuites": list(STRONG_CIPHER_SUITES),
         # Not set, on purpose: resolvConf (kubeadm points it at systemd-resolved's file only when
