@@ -1,0 +1,138 @@
+"""The phase runner: order, --skip-phases, run_if, children, --dry-run, and the resume journal."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+
+import pytest
+
+from provision.errors import ConfigError, KubeprovError
+from provision.phases import Journal, Phase, PhaseFailed, Reporter, Runner, flatten, select
+
+
+@dataclass
+class Ctx:
+    ran: list[str] = field(default_factory=list)
+    fail_at: str | None = None
+    external_etcd: bool = True
+    reporter: object = None
+    step: object = None
+
+
+def _phase(name, *children, run_if=lambda ctx: True, why_not=""):
+    def run(ctx):
+        if ctx.fail_at == name:
+            raise KubeprovError(f"{name} broke")
+        ctx.ran.append(name)
+
+    return Phase(name, f"does {name}", run, run_if=run_if, plan=lambda ctx: [(None, f"would {name}")],
+                 children=tuple(children), why_not=why_not)
+
+
+def tree():
+    return [
+        _phase("certs"),
+        _phase("etcd", _phase("install"), _phase("health"), run_if=lambda ctx: ctx.external_etcd, why_not="stacked"),
+        _phase("control-plane"),
+        _phase("workers"),
+    ]
+
+
+class Collect(Reporter):
+    def __init__(self):
+        self.ends, self.plans = [], []
+
+    def phase_end(self, step, status, seconds, detail=""):
+        self.ends.append((step.path, status))
+
+    def plan_line(self, step, host, text):
+        self.plans.append((step.path, text))
+
+
+def test_flatten_gives_paths_in_run_order():
+    assert [s.path for s in flatten(tree())] == ["certs", "etcd", "etcd/install", "etcd/health", "control-plane", "workers"]
+
+
+def test_runs_in_order_and_children_after_their_parent():
+    ctx = Ctx()
+    Runner(tree()).run(ctx)
+    assert ctx.ran == ["certs", "etcd", "install", "health", "control-plane", "workers"]
+
+
+def test_skip_phases_skips_a_phase_and_a_parent_with_its_children():
+    ctx, reporter = Ctx(), Collect()
+    report = Runner(tree(), reporter).run(ctx, skip=select(tree(), ["workers", "etcd"]))
+    assert ctx.ran == ["certs", "control-plane"]
+    assert report.statuses == {"certs": "done", "etcd": "skipped", "etcd/install": "skipped", "etcd/health": "skipped",
+                               "control-plane": "done", "workers": "skipped"}
+
+
+def test_skip_names_one_child():
+    ctx = Ctx()
+    Runner(tree()).run(ctx, skip=select(tree(), ["etcd/health"]))
+    assert ctx.ran == ["certs", "etcd", "install", "control-plane", "workers"]
+
+
+def test_unknown_phase_name_is_a_clear_error():
+    with pytest.raises(ConfigError, match="no phase named 'etc'.*certs, etcd"):
+        select(tree(), ["etc"])
+
+
+def test_run_if_false_declines_the_phase_and_its_children():
+    ctx = Ctx(external_etcd=False)
+    report = Runner(tree()).run(ctx)
+    assert ctx.ran == ["certs", "control-plane", "workers"]
+    assert [report.statuses[p] for p in ("etcd", "etcd/install", "etcd/health")] == ["not-needed"] * 3
+
+
+def test_only_runs_one_phase_with_its_children():
+    ctx = Ctx()
+    Runner(tree()).run(ctx, only=select(tree(), ["etcd"]))
+    assert ctx.ran == ["etcd", "install", "health"]
+
+
+def test_dry_run_plans_and_runs_nothing():
+    ctx, reporter = Ctx(), Collect()
+    report = Runner(tree(), reporter).run(ctx, dry_run=True)
+    assert ctx.ran == []
+    assert reporter.plans == [(p, f"would {p.rsplit('/', 1)[-1]}") for p in
+                              ["certs", "etcd", "etcd/install", "etcd/health", "control-plane", "workers"]]
+    assert set(report.statuses.values()) == {"planned"}
+
+
+def test_failure_names_the_phase_and_the_journal_resumes_after_the_completed_ones(tmp_path):
+    ctx = Ctx(fail_at="health")
+    journal, resumed = Journal.open(tmp_path, "spec-1")
+    assert not resumed
+    with pytest.raises(PhaseFailed, match="phase etcd/health failed: health broke"):
+        Runner(tree()).run(ctx, journal=journal)
+    assert ctx.ran == ["certs", "etcd", "install"]
+    on_disk = json.loads((tmp_path / "journal.json").read_text())
+    assert list(on_disk["completed"]) == ["certs", "etcd", "etcd/install"]
+    assert on_disk["failed"] == {"etcd/health": "phase etcd/health failed: health broke"}
+    assert (tmp_path / "journal.json").stat().st_mode & 0o777 == 0o600
+
+    # The next run of the same spec resumes: completed phases are not run again.
+    ctx2, reporter = Ctx(), Collect()
+    journal2, resumed = Journal.open(tmp_path, "spec-1")
+    assert resumed
+    report = Runner(tree(), reporter).run(ctx2, journal=journal2)
+    assert ctx2.ran == ["health", "control-plane", "workers"]
+    assert [report.statuses[p] for p in ("certs", "etcd", "etcd/install")] == ["resumed"] * 3
+    assert json.loads((tmp_path / "journal.json").read_text())["finished"] is True
+
+    # A finished run resumes nothing: the next `up` runs everything again.
+    journal3, resumed = Journal.open(tmp_path, "spec-1")
+    ctx3 = Ctx()
+    Runner(tree()).run(ctx3, journal=journal3)
+    assert not resumed and ctx3.ran == ["certs", "etcd", "install", "health", "control-plane", "workers"]
+
+
+def test_a_changed_spec_or_fresh_does_not_resume(tmp_path):
+    journal, _ = Journal.open(tmp_path, "spec-1")
+    with pytest.raises(PhaseFailed):
+        Runner(tree()).run(Ctx(fail_at="workers"), journal=journal)
+    assert not Journal.open(tmp_path, "spec-2")[1]
+    assert not Journal.open(tmp_path, "spec-1", fresh=True)[1]
+    assert Journal.open(tmp_path, "spec-1")[1]
