@@ -28,7 +28,7 @@ def lab_up(
     name: NameOpt = "lab",
     control_planes: Annotated[int, typer.Option("--control-planes", help="The first K hosts are control planes; the rest workers.")] = 1,
 ) -> None:
-    """Make (or keep) N hosts <name>-1 … <name>-N and write their inventories.
+    """Make (or keep) N hosts NAME-1 … NAME-N and write their inventories.
 
     Idempotent: running hosts are kept, missing ones made, extra ones removed. The first run
     builds the Debian rootfs and apt repository into the cache (about a minute).
