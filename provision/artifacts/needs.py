@@ -43,9 +43,6 @@ class Component:
     hosts: tuple[str, ...]
     when: str = ""  # the setting that makes a cluster need it; empty: every cluster
 
-    def __hash__(self) -> int:
-        return hash((self.name, self.version, tuple(self.files.items()), self.hosts, self.when))
-
 
 @dataclass(frozen=True)
 class ImageNeed:

@@ -179,7 +179,7 @@ def _packages(cluster: Cluster, c: Component, repo: AptRepository) -> list[Artif
 
 
 def _registry_image(need: ImageNeed) -> Artifact:
-    name, _, tag = need.ref.rpartition(":")
+    tag = need.ref.rpartition(":")[2]
     return Artifact(need.ref, Kind.IMAGE, tag, need.hosts, url=need.ref, when=need.when)
 
 
