@@ -1,31 +1,17 @@
-"""Shared fixtures. The helpers themselves live in testkit.py; import them from there.
+"""Shared fixtures. Helper functions live in testkit.py: `from testkit import ...`.
 
 Kept small and generic; anything specific to one area lives in that area's test module.
 """
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
 
 import testkit
-from testkit import *  # noqa: F401,F403  (older tests import the helpers from here)
-
-_THIS = sys.modules[__name__]
-
-
-@pytest.hookimpl(tryfirst=True)
-def pytest_collectstart(collector):
-    """Keep `from conftest import ...` meaning this file for the modules in tests/.
-
-    Without a package, pytest imports every conftest.py as the module `conftest`; once
-    tests/lab/conftest.py is loaded (the lab/ directory is collected first) that name would
-    point there. New code should import from testkit instead.
-    """
-    if isinstance(collector, pytest.Module) and collector.path.parent == Path(__file__).parent:
-        sys.modules["conftest"] = _THIS
+# One lab of real systemd hosts for the whole run, shared by every test that asks for `lab`.
+from provision.lab.testing import lab  # noqa: F401  (the fixture)
 
 
 @pytest.fixture

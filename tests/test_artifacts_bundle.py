@@ -22,7 +22,7 @@ from provision.artifacts import ArtifactError, Kind, plan_artifacts, stage, veri
 from provision.artifacts.images import image_refs
 from provision.artifacts.needs import images
 from provision.config.loader import cluster_from_data
-from conftest import run_cli
+from testkit import run_cli
 
 DEBIAN = {
     "bin/etcd": "/usr/bin/etcd",

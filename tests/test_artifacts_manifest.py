@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import run_cli
+from testkit import run_cli
 from provision.artifacts import Kind, plan_artifacts
 from provision.config import load_cluster
 from provision.config.models import ArtifactSource, LoadBalancer

@@ -23,7 +23,7 @@ from pathlib import Path, PurePosixPath
 import kubernetes_validate
 import pytest
 import yaml
-from conftest import VENV_BIN, hosts, run_cli
+from testkit import VENV_BIN, hosts, run_cli
 from kubernetes_validate.utils import all_versions
 
 from provision.config.models import MAX_MINOR, MIN_MINOR, Cluster

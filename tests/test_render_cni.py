@@ -23,7 +23,7 @@ import kubernetes_validate
 import kubernetes_validate.utils
 import pytest
 import yaml
-from conftest import hosts, run_cli
+from testkit import hosts, run_cli
 
 from provision.config.models import Cluster
 from provision.errors import ConfigError

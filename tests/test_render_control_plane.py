@@ -25,7 +25,7 @@ from provision.pki.store import PKIStore, read_material
 from provision.render.control_plane import render_control_plane
 from provision.render.etcd import render_etcd
 from provision.render.security import ENCRYPTION_CONFIG
-from conftest import cluster_dir_of, hosts, run_cli
+from testkit import cluster_dir_of, hosts, run_cli
 
 GOLDEN = Path(__file__).parent / "golden"
 DOCS = Path(__file__).parent.parent / "docs" / "flags.md"

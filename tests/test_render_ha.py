@@ -28,7 +28,7 @@ import kubernetes_validate
 import kubernetes_validate.utils
 import pytest
 import yaml
-from conftest import hosts, openssl_x509
+from testkit import hosts, openssl_x509
 
 from provision.config.models import Cluster
 from provision.errors import ConfigError

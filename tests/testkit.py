@@ -1,7 +1,6 @@
 """Helpers shared by the tests: cluster files, the real `kubeprov` command, openssl readers.
 
-Import them with `from testkit import ...` (a unique module name: `from conftest import` is
-ambiguous once tests/lab/conftest.py is loaded too). The `make_cluster` fixture is in conftest.py.
+Import them with `from testkit import ...`; fixtures (`make_cluster`, `lab`) are in conftest.py.
 """
 
 from __future__ import annotations

@@ -38,7 +38,7 @@ def lab_hosts(state: LabState) -> list[LabHost]:
     return hosts
 
 
-def cluster_document(state: LabState, key: Path) -> dict:
+def cluster_document(state: LabState, key: Path, known_hosts: Path) -> dict:
     minor = max(DEFAULTS)
     return {
         "apiVersion": "kubeprov.io/v1alpha1",
@@ -46,12 +46,15 @@ def cluster_document(state: LabState, key: Path) -> dict:
         "name": state.name,
         "kubernetesVersion": f"v1.{minor}.0",
         "hosts": [
-            {"name": h.name, "address": h.address, "ssh": {"user": "root", "port": 22, "key": str(key)},
+            {"name": h.name, "address": h.address,
+             "ssh": {"user": "root", "port": 22, "key": str(key), "knownHosts": str(known_hosts)},
              "roles": list(h.roles)}
             for h in lab_hosts(state)
         ],
         # nspawn hosts lack CAP_SYS_RESOURCE (see LAB-NOTES).
         "containerd": {"restrictOOMScoreAdj": True},
+        # No registry can be reached from the lab: the CNI that needs no image.
+        "cni": "bridge",
     }
 
 
@@ -75,7 +78,7 @@ def write(state: LabState) -> tuple[Path, Path]:
     top = state.layout.state_dir
     key, known_hosts = top / KEY, top / KNOWN_HOSTS
     cluster_file, ini = top / CLUSTER_FILE, top / ANSIBLE_INVENTORY
-    text = yaml.safe_dump(cluster_document(state, key), sort_keys=False)
+    text = yaml.safe_dump(cluster_document(state, key, known_hosts), sort_keys=False)
     atomic_write(cluster_file, text.encode(), PUBLIC_FILE_MODE, replace=True)
     atomic_write(ini, ansible_inventory(state, key, known_hosts).encode(), PUBLIC_FILE_MODE, replace=True)
     return cluster_file, ini
