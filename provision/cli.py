@@ -419,6 +419,11 @@ from provision.artifacts.cli import artifacts_app  # noqa: E402  (kubeprov artif
 app.add_typer(artifacts_app, name="artifacts")
 
 
+from provision.phases.cli import register_up_commands  # noqa: E402  (kubeprov up, phase …, token …, join-command)
+
+register_up_commands(app)
+
+
 def main() -> None:
     try:
         app()

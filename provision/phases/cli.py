@@ -1,0 +1,211 @@
+"""`kubeprov up`, `phase list|run`, `token create|list|delete`, `join-command`: parse, call, print.
+
+Registered onto the root app by provision/cli.py; shares its option types and consoles.
+"""
+
+
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+
+def register_up_commands(app: typer.Typer) -> None:
+    from provision import cli as root
+
+    ConfigOpt, InventoryOpt, ClusterDirOpt = root.ConfigOpt, root.InventoryOpt, root.ClusterDirOpt
+    KnownHostsOpt, TofuOpt, ParallelOpt = root.KnownHostsOpt, root.TofuOpt, root.ParallelOpt
+    out, err = root.out, root.err
+    BundleOpt = Annotated[Optional[Path], typer.Option("--bundle", help="Offline bundle for prepare: bin/NAME, images/*.tar, SHA256SUMS.")]
+    LabOpt = Annotated[bool, typer.Option("--lab", help="Hosts are kubeprov lab containers (prepare verifies kernel settings instead of setting them).")]
+
+    def options(bundle, known_hosts, lab, parallel, api_timeout=300.0):
+        from provision.phases.up import UpOptions
+
+        return UpOptions(bundle=bundle, known_hosts=known_hosts or UpOptions.known_hosts, lab=lab, parallel=parallel,
+                         api_timeout=api_timeout, node_timeout=api_timeout)
+
+    def transport_options(known_hosts, tofu):
+        from provision.transport import DEFAULT_KNOWN_HOSTS, Options
+
+        return Options(known_hosts=known_hosts or DEFAULT_KNOWN_HOSTS, trust_on_first_use=tofu)
+
+    def run(cluster, opts, *, dry_run=False, skip=(), only=None, fresh=False, tofu=False):
+        from provision.phases.progress import ConsoleReporter, summary_table
+        from provision.phases.up import up
+
+        report = up(cluster, opts, ConsoleReporter(out), dry_run=dry_run, skip=skip, only=only, fresh=fresh,
+                    transport_options=transport_options(opts.known_hosts, tofu))
+        if report.resumed:
+            out.print("[cyan]resumed[/] an interrupted run: phases marked ↷ had finished and were not run again")
+        out.print(summary_table(report))
+        return report
+
+    @app.command("up")
+    def up_command(
+        config: ConfigOpt = None,
+        inventory: InventoryOpt = None,
+        cluster_dir: ClusterDirOpt = None,
+        bundle: BundleOpt = None,
+        known_hosts: KnownHostsOpt = None,
+        trust_on_first_use: TofuOpt = False,
+        lab: LabOpt = False,
+        dry_run: Annotated[bool, typer.Option("--dry-run", help="Print what each phase would do on each host; change nothing.")] = False,
+        skip_phases: Annotated[Optional[str], typer.Option("--skip-phases", help="Comma-separated phases to skip (a parent skips its children); see `kubeprov phase list`.")] = None,
+        fresh: Annotated[bool, typer.Option("--fresh", help="Ignore the journal of an interrupted run; run every phase.")] = False,
+        merge_kubeconfig: Annotated[Optional[bool], typer.Option("--merge-kubeconfig/--no-merge-kubeconfig", help="Merge admin.conf into ~/.kube/config (asked on a terminal; off otherwise).")] = None,
+        api_timeout: Annotated[float, typer.Option("--timeout", min=1, help="Seconds to wait for an API server or a node.")] = 300.0,
+        parallel: ParallelOpt = 20,
+    ) -> None:
+        """Bootstrap the cluster: every phase in order (`kubeprov phase list`), resuming an interrupted run.
+
+        Writes the admin kubeconfig to kubeconfigs/admin.conf in the cluster directory and offers to merge it
+        into ~/.kube/config. A second run with nothing changed changes nothing.
+        """
+        cluster = root._load(config, inventory, cluster_dir)
+        skip = [name for name in (skip_phases or "").split(",") if name.strip()]
+        report = run(cluster, options(bundle, known_hosts, lab, parallel, api_timeout), dry_run=dry_run, skip=skip,
+                     fresh=fresh, tofu=trust_on_first_use)
+        if dry_run:
+            out.print("dry run: nothing was changed")
+            return
+        from provision.pki import PKIStore
+
+        admin = PKIStore(cluster).kubeconfig_path("admin.conf", None)
+        out.print(f"admin kubeconfig: {admin}  (kubectl --kubeconfig {admin} get nodes)")
+        if report.statuses.get("verify") != "done":
+            return
+        if merge_kubeconfig is None and sys.stdin.isatty():
+            merge_kubeconfig = typer.confirm("merge it into ~/.kube/config?", default=False)
+        if merge_kubeconfig:
+            from provision.kube.kubeconfig_merge import merge_kubeconfig as merge
+
+            context = merge(admin, Path("~/.kube/config"))
+            out.print(f"merged into ~/.kube/config as context {context}")
+
+    phase_app = typer.Typer(help="The phases of `up`: list them, or run one (with its children).", no_args_is_help=True)
+    app.add_typer(phase_app, name="phase")
+
+    @phase_app.command("list")
+    def phase_list() -> None:
+        """Every phase of `up`, in order, with what it does."""
+        from provision.phases.phase import flatten
+        from provision.phases.up import UP_PHASES
+
+        table = Table(box=None, pad_edge=False)
+        table.add_column("PHASE", no_wrap=True)
+        table.add_column("WHAT IT DOES")
+        for step in flatten(UP_PHASES):
+            table.add_row("  " * step.depth + step.path, step.phase.description)
+        out.print(table)
+
+    @phase_app.command("run")
+    def phase_run(
+        name: Annotated[str, typer.Argument(help="A phase (or parent) from `kubeprov phase list`.")],
+        config: ConfigOpt = None,
+        inventory: InventoryOpt = None,
+        cluster_dir: ClusterDirOpt = None,
+        bundle: BundleOpt = None,
+        known_hosts: KnownHostsOpt = None,
+        trust_on_first_use: TofuOpt = False,
+        lab: LabOpt = False,
+        dry_run: Annotated[bool, typer.Option("--dry-run", help="Print what it would do.")] = False,
+        parallel: ParallelOpt = 20,
+    ) -> None:
+        """Run one phase of `up` and its children (the journal is neither read nor written)."""
+        cluster = root._load(config, inventory, cluster_dir)
+        run(cluster, options(bundle, known_hosts, lab, parallel), dry_run=dry_run, only=[name], tofu=trust_on_first_use)
+
+    token_app = typer.Typer(help="Bootstrap tokens for joining nodes by hand (`kubeadm join`).", no_args_is_help=True)
+    app.add_typer(token_app, name="token")
+
+    def kubectl(cluster, known_hosts, tofu):
+        from provision.phases.up import UpContext
+        from provision.transport import Transport
+
+        transport = Transport(transport_options(known_hosts, tofu))
+        from provision.phases.up import UpOptions
+
+        return transport, UpContext(cluster, UpOptions(), transport).kubectl(local=False)
+
+    @token_app.command("create")
+    def token_create(
+        config: ConfigOpt = None,
+        inventory: InventoryOpt = None,
+        known_hosts: KnownHostsOpt = None,
+        ttl: Annotated[str, typer.Option("--ttl", help="Lifetime, a Go duration (24h, 90m); 0 never expires.")] = "24h",
+        description: Annotated[str, typer.Option("--description", help="Shown by `token list`.")] = "",
+        print_join_command: Annotated[bool, typer.Option("--print-join-command", help="Print the whole `kubeadm join` line.")] = False,
+    ) -> None:
+        """Create a token in the cluster (and sign cluster-info with it); print it."""
+        from provision.bootstrap import manage
+        from provision.bootstrap.join import join_command
+        from provision.bootstrap.token import BootstrapToken, parse_ttl
+        from provision.pki import PKIStore
+
+        cluster = root._load(config, inventory)
+        token = BootstrapToken.generate(ttl=parse_ttl(ttl), description=description)
+        transport, k = kubectl(cluster, known_hosts, False)
+        with transport:
+            manage.create(k, token)
+        if print_join_command:
+            ca = (PKIStore(cluster).pki_dir / "ca.crt").read_bytes()
+            out.print(join_command(cluster, token, ca), markup=False, highlight=False)
+        else:
+            out.print(token.token, markup=False, highlight=False)
+
+    @token_app.command("list")
+    def token_list(config: ConfigOpt = None, inventory: InventoryOpt = None, known_hosts: KnownHostsOpt = None) -> None:
+        """The cluster's bootstrap tokens, like `kubeadm token list`."""
+        import datetime as dt
+
+        from provision.bootstrap import manage
+
+        cluster = root._load(config, inventory)
+        transport, k = kubectl(cluster, known_hosts, False)
+        with transport:
+            tokens = manage.list_tokens(k)
+        now = dt.datetime.now(dt.timezone.utc)
+        table = Table(box=None, pad_edge=False)
+        for column in ("TOKEN", "TTL", "EXPIRES", "USAGES", "DESCRIPTION", "EXTRA GROUPS"):
+            table.add_column(column, no_wrap=column != "DESCRIPTION")
+        for t in tokens:
+            ttl = "<forever>" if t.expires is None else ("<expired>" if t.expired(now) else f"{int((t.expires - now).total_seconds() // 3600)}h")
+            table.add_row(t.token, ttl, f"{t.expires:%Y-%m-%dT%H:%M:%SZ}" if t.expires else "<never>", ",".join(t.usages),
+                          escape(t.description) or "<none>", ",".join(t.groups))
+        out.print(table)
+
+    @token_app.command("delete")
+    def token_delete(
+        tokens: Annotated[list[str], typer.Argument(help="Token ids or whole tokens.")],
+        config: ConfigOpt = None, inventory: InventoryOpt = None, known_hosts: KnownHostsOpt = None,
+    ) -> None:
+        """Delete bootstrap tokens: nodes can no longer join with them."""
+        from provision.bootstrap import manage
+
+        cluster = root._load(config, inventory)
+        transport, k = kubectl(cluster, known_hosts, False)
+        with transport:
+            for token in tokens:
+                out.print(f"bootstrap token {manage.delete(k, token)} deleted")
+
+    @app.command("join-command")
+    def join_command_cmd(
+        config: ConfigOpt = None, inventory: InventoryOpt = None, known_hosts: KnownHostsOpt = None,
+        ttl: Annotated[str, typer.Option("--ttl", help="The new token's lifetime.")] = "24h",
+    ) -> None:
+        """Create a token and print the `kubeadm join` line that adds a worker with it."""
+        from provision.bootstrap import manage
+        from provision.bootstrap.join import join_command
+        from provision.bootstrap.token import BootstrapToken, parse_ttl
+        from provision.pki import PKIStore
+
+        cluster = root._load(config, inventory)
+        token = BootstrapToken.generate(ttl=parse_ttl(ttl))
+        transport, k = kubectl(cluster, known_hosts, False)
+        with transport:
+            manage.create(k, token)
+        out.print(join_command(cluster, token, (PKIStore(cluster).pki_dir / "ca.crt").read_bytes()), markup=False, highlight=False)
