@@ -1,0 +1,141 @@
+"""The Ansible inventory prepare runs with, generated from the cluster spec.
+
+Groups follow kubespray's names (kube_control_plane, kube_node, etcd, k8s_cluster) so operators
+recognise them; every host carries its SSH settings (strict host keys against the cluster's
+known_hosts) and the data its roles need: the rendered files by role, the bundle's binaries and
+images, and the applied-state record the last role writes. The same file works by hand:
+`ansible-playbook -i <cluster dir>/prepare/inventory.yml playbooks/site.yml`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shlex
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from provision import __version__
+from provision.ansible.bundle import Bundle
+from provision.ansible.nodefiles import external_etcd
+from provision.config.models import Cluster, Host, Role
+from provision.render.tree import Tree
+
+PLAYBOOKS = Path(__file__).resolve().parents[2] / "playbooks"
+ROLES_DIR = PLAYBOOKS / "roles"
+APPLIED_PATH = "/var/lib/kubeprov/applied.json"
+
+NODE_ROLES = ("os", "containerd", "runc", "cni-plugins", "crictl", "kubelet", "images")
+
+
+def roles_for(cluster: Cluster, host: Host) -> list[str]:
+    """The roles site.yml applies to `host`, in order (the groups below decide it the same way)."""
+    roles = ["preflight"]
+    if host in cluster.nodes:
+        roles += NODE_ROLES
+    if host.has(Role.CONTROL_PLANE):
+        roles.append("kubectl")
+    if external_etcd(cluster) and host in cluster.etcd_members:
+        roles.append("etcd")
+    return roles
+
+
+def role_version(name: str) -> str:
+    """A role's version: the sha256 of its files, so editing a role re-runs it everywhere."""
+    digest = hashlib.sha256()
+    root = ROLES_DIR / name
+    for path in sorted(p for p in root.rglob("*") if p.is_file() and "molecule" not in p.relative_to(root).parts):
+        digest.update(path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class HostPlan:
+    host: Host
+    roles: list[str]
+    tree: Tree
+    applied: dict  # what the last role records on the host; its fingerprint decides the no-op skip
+
+    @property
+    def fingerprint(self) -> str:
+        return self.applied["fingerprint"]
+
+
+def applied_record(cluster: Cluster, host: Host, roles: list[str], tree: Tree, bundle: Bundle | None, lab: bool) -> dict:
+    record = {
+        "kubeprov": __version__,
+        "roles": {name: role_version(name) for name in roles},
+        "files": {str(path): hashlib.sha256(f.content).hexdigest() + f" 0{f.mode:o}" for path, f in sorted(tree.items())},
+        "binaries": dict(sorted((bundle.binaries if bundle else {}).items())),
+        "images": {image.file: image.sha256 for image in (bundle.images if bundle else ())} if host in cluster.nodes else {},
+        "settings": {"lab": lab, "groups": [r.value for r in host.roles], "etcdDataDir": cluster.etcd.data_dir},
+    }
+    record["fingerprint"] = hashlib.sha256(json.dumps(record, sort_keys=True).encode()).hexdigest()
+    return record
+
+
+def ssh_args(host: Host, known_hosts: Path) -> str:
+    known = Path(host.ssh.known_hosts or known_hosts).expanduser()
+    return shlex.join(["-o", f"UserKnownHostsFile={known}", "-o", "StrictHostKeyChecking=yes", "-o", "GlobalKnownHostsFile=/dev/null"])
+
+
+def inventory(cluster: Cluster, plans: dict[str, HostPlan], *, render_dir: Path, bundle: Bundle | None,
+              known_hosts: Path, lab: bool) -> dict:
+    from provision.ansible.nodefiles import by_role
+
+    hosts = {}
+    for host in cluster.hosts:
+        plan = plans[host.name]
+        entry = {
+            "ansible_host": host.address,
+            "ansible_port": host.ssh.port,
+            "ansible_user": host.ssh.user,
+            "ansible_ssh_common_args": ssh_args(host, known_hosts),
+            "kubeprov_files": by_role(plan.tree),
+            "kubeprov_applied": plan.applied,
+        }
+        if host.ssh.key:
+            entry["ansible_ssh_private_key_file"] = str(host.ssh.key.expanduser())
+        if host.ssh.user != "root":
+            entry["ansible_become"] = True
+        hosts[host.name] = entry
+
+    def group(members: list[Host]) -> dict:
+        return {"hosts": {h.name: None for h in members}}
+
+    etcd_members = cluster.etcd_members if external_etcd(cluster) else []
+    return {
+        "all": {
+            "vars": {
+                "ansible_python_interpreter": "/usr/bin/python3",
+                "kubeprov_render_dir": str(render_dir.resolve()),
+                "kubeprov_lab": lab,
+                "kubeprov_bundle_dir": str(bundle.root.resolve()) if bundle else "",
+                "kubeprov_binaries": dict(bundle.binaries) if bundle else {},
+                "kubeprov_images": [{"file": i.file, "sha256": i.sha256, "refs": list(i.refs)} for i in bundle.images] if bundle else [],
+                "kubeprov_api_server_port": cluster.api_server_port,
+                "kubeprov_etcd_stacked": not external_etcd(cluster),
+                "kubeprov_etcd_data_dir": cluster.etcd.data_dir,
+                "kubeprov_applied_path": APPLIED_PATH,
+            },
+            "hosts": hosts,
+            "children": {
+                "k8s_cluster": {"children": {
+                    "kube_control_plane": group(cluster.control_planes),
+                    "kube_node": group(cluster.workers),
+                }},
+                "etcd": group(etcd_members),
+            },
+        }
+    }
+
+
+def write_inventory(path: Path, data: dict) -> None:
+    from provision.fsutil import atomic_write, ensure_private_dir
+
+    ensure_private_dir(path.parent)
+    text = "# Generated by `kubeprov prepare` from the cluster file; rewritten on every run.\n"
+    text += yaml.safe_dump(data, sort_keys=False, default_flow_style=False)
+    atomic_write(path, text.encode(), 0o600, replace=True)

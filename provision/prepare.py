@@ -1,0 +1,112 @@
+"""`kubeprov prepare`: make every host ready to run Kubernetes, through the roles in playbooks/.
+
+In order, stopping at the first refusal:
+1. the bundle (if any) is verified against its SHA256SUMS — before anything is copied anywhere;
+2. the renderers write each host's node files under <cluster dir>/prepare/rendered/<host>/;
+3. the inventory is generated (<cluster dir>/prepare/inventory.yml), with each host's
+   applied-state record;
+4. one SSH command per host compares that record with /var/lib/kubeprov/applied.json: when
+   every host already has it, Ansible is not started (a no-op re-run takes about a second);
+5. otherwise ansible-runner runs playbooks/site.yml: preflight on all hosts (one failure stops
+   everything before any host is changed), then the roles.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from provision.ansible import applied
+from provision.ansible.bundle import Bundle, verify
+from provision.ansible.inventory import HostPlan, applied_record, inventory, roles_for, write_inventory
+from provision.ansible.nodefiles import external_etcd, render_for_prepare
+from provision.ansible.runner import HostProgress, RunResult, run_playbook
+from provision.config.models import Cluster
+from provision.errors import KubeprovError
+from provision.render.tree import write_trees
+
+PLAYBOOK = "site.yml"
+
+
+@dataclass(frozen=True)
+class Options:
+    bundle: Path | None = None
+    known_hosts: Path = Path("~/.ssh/known_hosts")
+    lab: bool = False  # hosts are kubeprov lab containers: verify kernel settings, don't set them
+    swapoff: bool = False  # let the os role turn swap off instead of refusing the host
+    force: bool = False  # run Ansible even when every host's applied state matches
+    forks: int = 20
+
+
+@dataclass
+class Report:
+    skipped: bool  # True: every host was current, Ansible did not run
+    states: list[applied.HostState]
+    result: RunResult | None
+    seconds: float
+    inventory: Path
+
+
+def cluster_dir(cluster: Cluster) -> Path:
+    return Path(cluster.cluster_dir or Path(".kubeprov") / cluster.name)
+
+
+def plan(cluster: Cluster, options: Options) -> tuple[dict[str, HostPlan], Bundle | None, Path]:
+    """Verify, render and write the inventory; nothing touches a host yet."""
+    bundle = verify(options.bundle) if options.bundle else None
+    material = None
+    if external_etcd(cluster):
+        from provision.pki import PKIStore
+        from provision.pki.store import read_material
+
+        store = PKIStore(cluster)
+        # A member with a certificate for old addresses would be refused by its peers ("bad
+        # certificate") and hang its start: refuse before touching anything.
+        for row in store.check()[0]:
+            if row.name.startswith("etcd-") and row.problems:
+                raise KubeprovError(
+                    f"certificate {row.name} of {row.host} no longer matches the cluster ({row.problems[0]}); "
+                    f"`kubeprov certs renew {row.name} --host {row.host}` replaces it"
+                )
+        material = read_material(store)  # etcd members get their certificates
+    trees = {host.name: render_for_prepare(cluster, host, material) for host in cluster.hosts}
+    work = cluster_dir(cluster) / "prepare"
+    render_dir = work / "rendered"
+    write_trees(render_dir, trees)
+    plans = {}
+    for host in cluster.hosts:
+        roles = roles_for(cluster, host)
+        plans[host.name] = HostPlan(host, roles, trees[host.name],
+                                    applied_record(cluster, host, roles, trees[host.name], bundle, options.lab))
+    data = inventory(cluster, plans, render_dir=render_dir, bundle=bundle, known_hosts=options.known_hosts, lab=options.lab)
+    data["all"]["vars"]["kubeprov_swapoff"] = options.swapoff
+    inventory_path = work / "inventory.yml"
+    write_inventory(inventory_path, data)
+    return plans, bundle, inventory_path
+
+
+def prepare(
+    cluster: Cluster,
+    options: Options,
+    on_update: Callable[[HostProgress, str], None] = lambda progress, what: None,
+    on_skip_check: Callable[[list[applied.HostState]], None] = lambda states: None,
+) -> Report:
+    from provision.transport import Options as TransportOptions
+    from provision.transport import Transport
+
+    started = time.monotonic()
+    plans, _, inventory_path = plan(cluster, options)
+    states: list[applied.HostState] = []
+    if not options.force:
+        with Transport(TransportOptions(known_hosts=options.known_hosts)) as transport:
+            states = applied.check(transport, plans, parallel=options.forks)
+        on_skip_check(states)
+        if all(state.current for state in states):
+            return Report(True, states, None, time.monotonic() - started, inventory_path)
+    result = run_playbook(
+        PLAYBOOK, inventory_path, [h.name for h in cluster.hosts], on_update=on_update, forks=options.forks,
+        work_dir=inventory_path.parent,
+    )
+    return Report(False, states, result, time.monotonic() - started, inventory_path)
