@@ -419,6 +419,74 @@ from provision.artifacts.cli import artifacts_app  # noqa: E402  (kubeprov artif
 app.add_typer(artifacts_app, name="artifacts")
 
 
+# --- prepare (Ansible roles in playbooks/) ---------------------------------------------------
+
+
+@app.command("prepare")
+def prepare_command(
+    config: ConfigOpt = None,
+    inventory: InventoryOpt = None,
+    cluster_dir: ClusterDirOpt = None,
+    bundle: Annotated[Optional[Path], typer.Option("--bundle", help="Offline bundle: bin/NAME, images/*.tar, SHA256SUMS (verified first).")] = None,
+    known_hosts: KnownHostsOpt = None,
+    lab: Annotated[bool, typer.Option("--lab", help="Hosts are kubeprov lab containers: verify kernel modules/sysctls instead of setting them.")] = False,
+    swapoff: Annotated[bool, typer.Option("--swapoff", help="Turn swap off on hosts that have it (default: preflight refuses them).")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Run the roles even when every host already has this exact state.")] = False,
+    forks: ParallelOpt = 20,
+) -> None:
+    """Prepare every host for Kubernetes: preflight, kernel modules and sysctls, containerd + runc,
+    CNI plugins, crictl, kubelet (enabled, not started), kubectl, external etcd, images.
+
+    Runs the Ansible roles in playbooks/ through ansible-runner with an inventory generated from
+    the cluster file, showing per-host progress. A re-run with nothing changed skips Ansible.
+    """
+    from provision.prepare import Options, prepare
+
+    cluster = _load(config, inventory, cluster_dir)
+    width = max(len(h.name) for h in cluster.hosts)
+
+    def update(progress, what: str) -> None:
+        if what in ("changed", "failed", "unreachable"):
+            style = {"changed": "yellow", "failed": "red", "unreachable": "red"}[what]
+            text = progress.error if what != "changed" else progress.task
+            out.print(f"{progress.host:<{width}} [{style}]{what:11}[/] {escape(text)}", soft_wrap=True)
+        elif what == "warning":
+            out.print(f"{progress.host:<{width}} [yellow]warning[/]     {escape(progress.warnings[-1])}", soft_wrap=True)
+
+    def skip_check(states) -> None:
+        for state in states:
+            if not state.current:
+                out.print(f"{state.host:<{width}} [cyan]to apply[/]    {escape(state.reason)}", soft_wrap=True)
+
+    options = Options(bundle=bundle, known_hosts=known_hosts or Options.known_hosts, lab=lab, swapoff=swapoff,
+                      force=force, forks=forks)
+    report = prepare(cluster, options, update, skip_check)
+    if report.skipped:
+        out.print(f"nothing to do: all {len(report.states)} hosts have this exact state "
+                  f"(applied.json matches, services running); Ansible not run ({report.seconds:.1f}s)")
+        return
+    result = report.result
+    table = Table(box=None, pad_edge=False)
+    for column in ("HOST", "STATUS", "OK", "CHANGED", "FAILED", "SKIPPED", "ERROR"):
+        table.add_column(column, no_wrap=column != "ERROR")
+    stopped_by = [h.host for h in result.hosts.values() if h.failed or h.unreachable]
+    for name in [h.name for h in cluster.hosts]:
+        h = result.hosts[name]
+        status = h.status if not (stopped_by and h.status in ("ok", "changed")) else f"stopped ({h.status})"
+        style = "red" if h.failed or h.unreachable else "yellow" if h.changed else "green"
+        table.add_row(name, f"[{style}]{status}[/]", str(h.ok), str(h.changed), str(h.failed), str(h.skipped), escape(h.error))
+    out.print(table)
+    out.print(f"inventory: {report.inventory} · {result.seconds:.1f}s in Ansible, {report.seconds:.1f}s in all")
+    if not result.ok:
+        for name in stopped_by:
+            err.print(f"[red]{name}:[/] {escape(result.hosts[name].error)}", soft_wrap=True)
+        if stopped_by:
+            err.print(f"[red]prepare failed on {', '.join(stopped_by)}[/]")
+        else:
+            err.print(f"[red]prepare failed: ansible-runner {result.status} (exit {result.rc})[/]")
+        raise typer.Exit(1)
+
+
 from provision.phases.cli import register_up_commands  # noqa: E402  (kubeprov up, phase …, token …, join-command)
 
 register_up_commands(app)
