@@ -296,7 +296,7 @@ def test_cli_bundle_check(bundle, tmp_path):
     assert "bin/kubectl: missing (listed in SHA256SUMS)" in err and "debs/stray.deb: not listed in SHA256SUMS" in err
     assert "Traceback" not in err
     code, out, err = run_cli("artifacts", "list", "-c", config)
-    assert code == 4 and err.count("\n") == 1 and "refused: bin/kubectl: missing" in err and "1 more" in err
+    assert code == ArtifactError.exit_code and err.count("\n") == 1 and "refused: bin/kubectl: missing" in err and "1 more" in err
 
 
 @pytest.mark.integration

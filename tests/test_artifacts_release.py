@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import io
-import shutil
+import json
 import socket
 import subprocess
 import tarfile
@@ -20,8 +20,11 @@ from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+import yaml
+from testkit import run_cli
 
 from provision.artifacts import ArtifactError, Cache, Downloader, Kind, fetch_release, plan_artifacts, stage
+from provision.config import load_cluster
 from provision.config.loader import cluster_from_data
 from provision.config.models import Artifacts
 
@@ -303,3 +306,31 @@ def test_release_source_end_to_end(served, tmp_path):
     before = Counter(served.requests)
     fetch_release(plan_artifacts(cluster), Downloader(Cache(tmp_path / "cache")))
     assert served.requests == before
+
+
+@needs_debian_binaries
+def test_list_shows_what_the_cache_verified_and_the_plan_is_plain_data(served, tmp_path):
+    upstream_mirror(served.root, "v1.31.4", "v3.5.24")
+    config = tmp_path / "cluster.yaml"
+    config.write_text(yaml.safe_dump({
+        "apiVersion": "kubeprov.io/v1alpha1", "kind": "Cluster", "kubernetesVersion": "v1.31.4", "cni": "bridge",
+        "hosts": [{"name": "cp1", "address": "10.0.0.11", "roles": ["control-plane"]}],
+        "artifacts": {"source": "release", RELEASE_KEY: f"{served.url}/release", GITHUB_KEY: f"{served.url}/gh"},
+    }))
+    cache = tmp_path / "cache"
+    code, out, err = run_cli("artifacts", "list", "-c", config, "--cache-dir", cache)
+    assert code == 0, err
+    kubelet_row = next(line for line in out.splitlines() if line.startswith("kubelet "))
+    assert f"published at {served.url}/release/v1.31.4/bin/linux/amd64/kubelet.sha256" in kubelet_row
+    plan = fetch_release(plan_artifacts(load_cluster(config)), Downloader(Cache(cache)))
+    published = (served.root / "release/v1.31.4/bin/linux/amd64/kubelet.sha256").read_text().strip()
+    code, out, err = run_cli("artifacts", "list", "-c", config, "--cache-dir", cache)
+    kubelet_row = next(line for line in out.splitlines() if line.startswith("kubelet "))
+    assert f"{published} (verified, cached)" in kubelet_row
+    # what the node roles receive: JSON-able, every download with its verified local copy
+    data = json.loads(json.dumps(plan.to_dict()))
+    kubelet = next(a for a in data["artifacts"] if a["name"] == "kubelet")
+    assert kubelet["sha256"] == published and kubelet["dest"] == "/usr/bin/kubelet" and kubelet["hosts"] == ["cp1"]
+    assert Path(kubelet["path"]).read_bytes() == (served.root / "release/v1.31.4/bin/linux/amd64/kubelet").read_bytes()
+    cni = next(a for a in data["artifacts"] if a["name"] == "cni-plugins")
+    assert {m["dest"] for m in cni["members"]} == {f"/opt/cni/bin/{p}" for p in ("bridge", "host-local", "loopback", "portmap")}

@@ -8,4 +8,4 @@ from provision.errors import KubeprovError
 class ArtifactError(KubeprovError):
     """A download, checksum or bundle problem; nothing was installed from the artifact concerned."""
 
-    exit_code = 4
+    exit_code = 5  # lab and transport errors use 4
