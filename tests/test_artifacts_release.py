@@ -334,3 +334,16 @@ def test_list_shows_what_the_cache_verified_and_the_plan_is_plain_data(served, t
     assert Path(kubelet["path"]).read_bytes() == (served.root / "release/v1.31.4/bin/linux/amd64/kubelet").read_bytes()
     cni = next(a for a in data["artifacts"] if a["name"] == "cni-plugins")
     assert {m["dest"] for m in cni["members"]} == {f"/opt/cni/bin/{p}" for p in ("bridge", "host-local", "loopback", "portmap")}
+
+
+def test_silent_server_times_out_naming_the_url(tmp_path):
+    """A server that accepts the connection and never answers: the read timeout ends it."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(4)
+    url = f"http://127.0.0.1:{listener.getsockname()[1]}/kubelet"
+    try:
+        with pytest.raises(ArtifactError, match=rf"cannot download {url}\.sha256: .*timed out"):
+            Downloader(Cache(tmp_path / "cache"), timeout=0.5).fetch(url, f"{url}.sha256")
+    finally:
+        listener.close()
