@@ -37,8 +37,19 @@ def register_up_commands(app: typer.Typer) -> None:
         from provision.phases.progress import ConsoleReporter, summary_table
         from provision.phases.up import up
 
-        report = up(cluster, opts, ConsoleReporter(out), dry_run=dry_run, skip=skip, only=only, fresh=fresh,
-                    transport_options=transport_options(opts.known_hosts, tofu))
+        from provision.phases.runner import PhaseFailed
+
+        try:
+            report = up(cluster, opts, ConsoleReporter(out), dry_run=dry_run, skip=skip, only=only, fresh=fresh,
+                        transport_options=transport_options(opts.known_hosts, tofu))
+        except PhaseFailed as failure:
+            if failure.report is not None:
+                if failure.report.resumed:
+                    out.print("[cyan]resumed[/] an interrupted run: phases marked ↷ had finished and were not run again")
+                out.print(summary_table(failure.report))
+            if only is None:
+                err.print("[yellow]the journal remembers the finished phases: run `kubeprov up` again to resume[/]")
+            raise
         if report.resumed:
             out.print("[cyan]resumed[/] an interrupted run: phases marked ↷ had finished and were not run again")
         out.print(summary_table(report))

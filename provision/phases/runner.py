@@ -25,6 +25,7 @@ class PhaseFailed(KubeprovError):
         text = str(cause) if isinstance(cause, KubeprovError) else f"{type(cause).__name__}: {cause}"
         super().__init__(f"phase {phase} failed: {text}")
         self.exit_code = getattr(cause, "exit_code", 1)
+        self.report: RunReport | None = None
 
 
 class Reporter:
@@ -91,6 +92,7 @@ class Runner:
                 report.total = time.monotonic() - started
                 if isinstance(exc, KeyboardInterrupt):
                     raise
+                failure.report = report  # what ran before it, for the summary and benchmarks
                 raise failure from exc
             seconds = time.monotonic() - begin
             if journal is not None:

@@ -212,7 +212,11 @@ def _ansible_failure(result, what: str) -> KubeprovError:
     failed = [h for h in result.hosts.values() if h.failed or h.unreachable]
     if not failed:
         return KubeprovError(f"{what} failed: ansible-runner {result.status} (exit {result.rc})")
-    return KubeprovError(f"{what} failed on {', '.join(h.host for h in failed)}: " + "; ".join(f"{h.host}: {h.error}" for h in failed))
+    # The same cause on many hosts is said once, with the hosts it hit.
+    by_cause: dict[str, list[str]] = {}
+    for h in failed:
+        by_cause.setdefault(h.error.replace(f"{h.host}: ", ""), []).append(h.host)
+    return KubeprovError(f"{what} failed: " + "; ".join(f"{', '.join(hosts)}: {cause}" for cause, hosts in by_cause.items()))
 
 
 def _progress(ctx: UpContext):

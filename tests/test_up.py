@@ -1,0 +1,143 @@
+"""`kubeprov up` without hosts: the phase list, dry-run offline, bootstrap-time files for growing a
+stacked etcd, what sync leaves to prepare, the reused join token, and merging admin.conf."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+
+import kubernetes_validate
+import pytest
+import yaml
+
+from provision.config import load_cluster
+from provision.phases.phase import flatten
+from provision.phases.up import UP_PHASES, UpContext, UpOptions, bootstrap_overrides, desired_tree, ensure_token
+from provision.render import etcd, staticpod
+from testkit import VENV_BIN, hosts, run_cli
+
+ETCD_MANIFEST = staticpod.manifest_path("etcd")
+
+
+def _flags(manifest: bytes) -> dict[str, str]:
+    pod = yaml.safe_load(manifest)
+    command = pod["spec"]["containers"][0]["command"]
+    return dict(arg[2:].split("=", 1) for arg in command[1:])
+
+
+def test_phase_list_order_matches_kubeadm_style_bootstrap():
+    code, out, _ = run_cli("phase", "list")
+    assert code == 0
+    listed = [line.split()[0] for line in out.splitlines()[1:] if line.strip()]
+    assert listed == [s.path for s in flatten(UP_PHASES)]
+    order = listed.index
+    # What must precede what, whatever else moves: the PKI before anything uses it, etcd before
+    # the API server, the API before objects, the first control plane before joins, verify last.
+    assert order("certs") < order("preflight") < order("sync") < order("etcd") < order("control-plane")
+    assert order("control-plane") < order("upload-config") < order("bootstrap-token") < order("rbac")
+    assert order("rbac") < order("control-plane-join") < order("workers") < order("verify") == len(listed) - 1
+
+
+def test_dry_run_offline_plans_every_phase_and_writes_nothing(make_cluster, tmp_path):
+    # TEST-NET hosts: with no PKI yet the plan needs no host, so nothing is contacted.
+    cluster_file = make_cluster(hosts=hosts(3, 2), controlPlaneEndpoint="10.0.0.100:6443")
+    code, out, err = run_cli("up", "--dry-run", "-c", cluster_file)
+    assert code == 0, err
+    for step in flatten(UP_PHASES):
+        assert f" {step.path} " in out  # every phase is named in the plan or the summary
+    for host in ("cp2", "cp3"):
+        assert f"{host}" in out and "etcd member add (stacked)" in out
+    assert "w1             start kubelet" in out
+    assert "dry run: nothing was changed" in out
+    assert not (tmp_path / "cluster").exists()  # no cluster dir, no journal, no PKI
+
+
+def test_unknown_skip_phase_is_one_clear_line(make_cluster):
+    code, _, err = run_cli("up", "--dry-run", "-c", make_cluster(), "--skip-phases", "certs,etc")
+    assert code == 2
+    assert err.strip().splitlines() == [err.strip()] and "no phase named 'etc'" in err
+
+
+@pytest.fixture
+def stacked3(make_cluster):
+    cluster = load_cluster(make_cluster(hosts=hosts(3, 1), controlPlaneEndpoint="10.0.0.100:6443"), None)
+    from provision.pki import PKIStore
+
+    PKIStore(cluster).generate()
+    return cluster
+
+
+def test_stacked_etcd_grows_one_member_at_a_time(stacked3):
+    cluster = stacked3
+    cps = cluster.control_planes
+    peer = {h.name: f"https://{h.advertise_address}:2380" for h in cps}
+    expected = [
+        (f"cp1={peer['cp1']}", "new"),
+        (f"cp1={peer['cp1']},cp2={peer['cp2']}", "existing"),
+        (f"cp1={peer['cp1']},cp2={peer['cp2']},cp3={peer['cp3']}", "existing"),
+    ]
+    for host, (initial, state) in zip(cps, expected):
+        manifest = bootstrap_overrides(cluster, host, joined=False)[ETCD_MANIFEST]
+        flags = _flags(manifest.content)
+        assert (flags["initial-cluster"], flags["initial-cluster-state"]) == (initial, state)
+        steady = _flags(staticpod.manifest(etcd.etcd_pod(cluster, host)).content)
+        assert {k: v for k, v in flags.items() if not k.startswith("initial-cluster")} == \
+               {k: v for k, v in steady.items() if not k.startswith("initial-cluster")}
+        assert manifest.mode == 0o600
+        kubernetes_validate.validate(yaml.safe_load(manifest.content), f"1.{cluster.minor}", strict=True)
+        # Once joined the host gets the rendered steady state (etcd ignores --initial-* then).
+        assert ETCD_MANIFEST not in bootstrap_overrides(cluster, host, joined=True)
+    assert bootstrap_overrides(cluster, cluster.host("w1"), joined=False) == {}
+
+
+def test_single_control_plane_needs_no_bootstrap_variant(make_cluster):
+    cluster = load_cluster(make_cluster(), None)
+    assert bootstrap_overrides(cluster, cluster.first_control_plane, joined=False) == {}
+
+
+def test_sync_leaves_the_files_prepares_roles_place(stacked3):
+    ctx = UpContext(stacked3, UpOptions(), transport=None)
+    tree = {str(p) for p in desired_tree(ctx, stacked3.host("cp2"), joined=False)}
+    assert "/etc/kubernetes/manifests/kube-apiserver.yaml" in tree and "/etc/kubernetes/pki/ca.key" in tree
+    assert "/etc/kubernetes/kubelet.conf" in tree
+    for placed_by_roles in ("/var/lib/kubelet/config.yaml", "/etc/containerd/config.toml", "/etc/sysctl.d/99-kubernetes.conf"):
+        assert placed_by_roles not in tree
+
+
+def test_join_token_is_kept_private_and_reused(stacked3):
+    ctx = UpContext(stacked3, UpOptions(), transport=None)
+    first = ensure_token(ctx)
+    path = ctx.cluster_dir / "bootstrap-token.json"
+    assert path.stat().st_mode & 0o777 == 0o600
+    assert ensure_token(ctx) == first
+    record = json.loads(path.read_text())
+    record["expires"] = "2000-01-01T00:00:00Z"
+    path.write_text(json.dumps(record))
+    assert ensure_token(ctx).id != first.id  # an expired token is replaced
+
+
+def test_admin_kubeconfig_merges_once_and_never_clobbers(stacked3, tmp_path):
+    from provision.errors import KubeprovError
+    from provision.kube.kubeconfig_merge import merge_kubeconfig
+    from provision.pki import PKIStore
+
+    admin = PKIStore(stacked3).kubeconfig_path("admin.conf", None)
+    target = tmp_path / "kube" / "config"
+    target.parent.mkdir()
+    target.write_text(yaml.safe_dump({"apiVersion": "v1", "kind": "Config", "current-context": "other",
+                                      "clusters": [{"name": "other", "cluster": {"server": "https://192.0.2.1:6443"}}],
+                                      "users": [{"name": "me", "user": {"token": "x"}}],
+                                      "contexts": [{"name": "other", "context": {"cluster": "other", "user": "me"}}]}))
+    context = merge_kubeconfig(admin, target)
+    assert merge_kubeconfig(admin, target) == context
+    kubectl = [str(VENV_BIN / "kubectl"), f"--kubeconfig={target}"]
+    names = subprocess.run([*kubectl, "config", "get-contexts", "-o", "name"], capture_output=True, text=True, check=True).stdout.split()
+    assert sorted(names) == sorted(["other", context])
+    current = subprocess.run([*kubectl, "config", "current-context"], capture_output=True, text=True, check=True).stdout.strip()
+    assert current == "other"  # the user's choice is kept
+    assert target.stat().st_mode & 0o777 == 0o600
+    doc = yaml.safe_load(target.read_text())
+    doc["clusters"] = [c if c["name"] != "test" else {**c, "cluster": {"server": "https://elsewhere:6443"}} for c in doc["clusters"]]
+    target.write_text(yaml.safe_dump(doc))
+    with pytest.raises(KubeprovError, match="cluster 'test' exists with other settings"):
+        merge_kubeconfig(admin, target)
