@@ -339,3 +339,18 @@ def test_real_containerd_imports_the_bundle_images_under_the_names_we_read(tmp_p
             daemon.kill()
             daemon.wait(timeout=15)
     assert str(run) not in Path("/proc/self/mounts").read_text()
+
+
+def test_seal_writes_what_sha256sum_checks(tmp_path):
+    from provision.artifacts.bundle import seal
+
+    root = tmp_path / "b"
+    (root / "bin").mkdir(parents=True)
+    shutil.copy2("/usr/sbin/runc", root / "bin/runc")
+    (root / "images").mkdir()
+    docker_archive(root / "images/x.tar", ["busybox:stand-in"])
+    seal(root)
+    check = subprocess.run(["sha256sum", "--check", "--strict", "SHA256SUMS"], cwd=root, capture_output=True, text=True)
+    assert check.returncode == 0 and check.stdout.splitlines() == ["bin/runc: OK", "images/x.tar: OK"]
+    with pytest.raises(FileExistsError, match="sealed once"):
+        seal(root)

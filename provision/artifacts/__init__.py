@@ -5,6 +5,7 @@ The node roles use:
     verify_bundle(dir, cluster=None) -> [Problem]   integrity (SHA256SUMS) and completeness
     fetch_release(plan, Downloader(Cache()))    download + verify the release artifacts
     stage(plan, root, host=None)                lay verified files out under a root
+    bundle.seal(dir)                            write SHA256SUMS when assembling a bundle
 """
 
 from provision.artifacts.bundle import Problem

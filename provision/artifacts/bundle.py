@@ -113,3 +113,22 @@ def check_contents(root: Path, sums: dict[str, str], components, images) -> list
         if normalise(need.ref) not in index:
             problems.append(Problem(f"{IMAGES_DIR}/", f"no tarball holds {need.ref} (needed on {', '.join(need.hosts)})"))
     return problems
+
+
+def seal(root: Path) -> Path:
+    """Write SHA256SUMS for every file under root (for whoever assembles a bundle).
+
+    Refuses when SHA256SUMS exists: re-sealing a bundle would bless whatever changed in it.
+    """
+    from provision.fsutil import atomic_write
+
+    sums_file = Path(root) / SUMS
+    if sums_file.exists():
+        raise FileExistsError(f"{sums_file} exists; a bundle is sealed once (remove it deliberately to re-seal)")
+    lines = []
+    for dirpath, _, filenames in sorted(os.walk(root)):
+        for file in sorted(filenames):
+            path = Path(dirpath) / file
+            lines.append(f"{sha256_file(path)}  {path.relative_to(root).as_posix()}\n")
+    atomic_write(sums_file, "".join(sorted(lines, key=lambda line: line[66:])).encode(), 0o644)
+    return sums_file
