@@ -471,7 +471,10 @@ def prepare_command(
         table.add_column(column, no_wrap=column != "ERROR")
     stopped_by = [h.host for h in result.hosts.values() if h.failed or h.unreachable]
     for name in [h.name for h in cluster.hosts]:
-        h = result.hosts[name]
+        h = result.hosts.get(name)
+        if h is None:  # left out by --limit: its applied state already matched
+            table.add_row(name, "[dim]current[/]", "-", "-", "-", "-", "")
+            continue
         status = h.status if not (stopped_by and h.status in ("ok", "changed")) else f"stopped ({h.status})"
         style = "red" if h.failed or h.unreachable else "yellow" if h.changed else "green"
         table.add_row(name, f"[{style}]{status}[/]", str(h.ok), str(h.changed), str(h.failed), str(h.skipped), escape(h.error))

@@ -99,14 +99,19 @@ def prepare(
     started = time.monotonic()
     plans, _, inventory_path = plan(cluster, options)
     states: list[applied.HostState] = []
+    limit = None
     if not options.force:
         with Transport(TransportOptions(known_hosts=options.known_hosts)) as transport:
             states = applied.check(transport, plans, parallel=options.forks)
         on_skip_check(states)
         if all(state.current for state in states):
             return Report(True, states, None, time.monotonic() - started, inventory_path)
+        # Only the hosts that lack this state run the roles; the others were checked just now.
+        stale = [state.host for state in states if not state.current]
+        if len(stale) < len(states):
+            limit = ",".join(stale)
     result = run_playbook(
-        PLAYBOOK, inventory_path, [h.name for h in cluster.hosts], on_update=on_update, forks=options.forks,
-        work_dir=inventory_path.parent,
+        PLAYBOOK, inventory_path, limit.split(",") if limit else [h.name for h in cluster.hosts], on_update=on_update, forks=options.forks,
+        limit=limit, work_dir=inventory_path.parent,
     )
     return Report(False, states, result, time.monotonic() - started, inventory_path)

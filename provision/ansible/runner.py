@@ -103,10 +103,13 @@ class _Events:
             else:
                 progress.ok += 1
                 what = "ok"
-            message = result.get("msg")
-            if data.get("task_action", "").endswith("debug") and isinstance(message, str) and message.startswith("WARNING"):
-                progress.warnings.append(message.removeprefix("WARNING").strip())
-                what = "warning"
+            if data.get("task_action", "").endswith("debug"):
+                # Roles report warnings as debug messages starting with WARNING (one per loop item).
+                messages = [result.get("msg")] + [r.get("msg") for r in result.get("results") or [] if isinstance(r, dict)]
+                for message in messages:
+                    if isinstance(message, str) and message.startswith("WARNING"):
+                        progress.warnings.append(message.removeprefix("WARNING").strip())
+                        self.on_update(progress, "warning")
         elif kind == "runner_on_failed":
             if data.get("ignore_errors"):
                 progress.ok += 1
