@@ -1,0 +1,136 @@
+"""`kubeprov up` on a real 3-host lab (systemd-nspawn hosts over SSH), without Kubernetes binaries.
+
+External etcd on all three hosts (cp + 2 workers). What must hold:
+- `up --dry-run` prints the plan per phase and host and changes nothing, on the hosts or locally;
+- `up` runs every phase that needs no API server for real — certs, kubeconfigs, preflight, render,
+  sync, external etcd (installed by its role, healthy on all 3 members: checked here with etcdctl
+  over TLS, independently of kubeprov), the node roles — and stops naming the missing kubelet;
+- the journal makes the next run resume: the finished phases are not run again.
+
+Its own lab (not the session `lab` fixture): it installs etcd and containerd on the hosts, which
+other lab tests must not inherit.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+
+import pytest
+import yaml
+
+from provision.lab.testing import TestLab, unavailable_reason
+from testkit import run_cli
+
+pytestmark = [pytest.mark.lab, pytest.mark.integration]
+
+FINISHED_BEFORE_API = ["certs", "kubeconfigs", "preflight", "render", "sync", "etcd", "etcd/install", "etcd/health"]
+# Metadata (path, size, mode, mtime) of everything kubeprov could touch; apt/dpkg state included.
+HOST_STATE = ("find /etc /usr /opt /var/lib /var/backups -xdev -path /var/lib/systemd -prune -o "
+              "-printf '%p %s %m %T@\\n' 2>/dev/null | sort | sha256sum")
+
+
+@pytest.fixture(scope="module")
+def up_lab():
+    from provision.lab import lifecycle
+
+    reason = unavailable_reason()
+    if reason:
+        if os.environ.get("CI"):
+            pytest.fail(f"lab tests must run in CI: {reason}")
+        pytest.skip(reason)
+    name = f"u{os.getpid()}"[:12]
+    try:
+        info = lifecycle.up(name, 3)
+        yield TestLab(name=info.name, hosts=info.hosts, key=info.key, known_hosts=info.known_hosts,
+                      cluster_file=info.cluster_file, ansible_inventory=info.ansible_inventory,
+                      state_dir=info.state_dir, repo_url=info.repo_url)
+    finally:
+        lifecycle.down(name)
+
+
+@pytest.fixture(scope="module")
+def cluster_file(up_lab, tmp_path_factory):
+    doc = yaml.safe_load(up_lab.cluster_file.read_text())
+    for host in doc["hosts"]:
+        host["roles"] = [*host["roles"], "etcd"]
+        host["ssh"]["knownHosts"] = str(up_lab.known_hosts)
+    doc["etcd"] = {"topology": "external"}
+    doc["cni"] = "bridge"  # needs no image
+    work = tmp_path_factory.mktemp("up")
+    doc["clusterDir"] = str(work / "cluster")
+    path = work / "cluster.yaml"
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    return path
+
+
+def _statuses(out: str) -> dict[str, str]:
+    """The summary table: PHASE STATUS SECONDS."""
+    found = {}
+    for line in out.split("PHASE")[-1].splitlines():
+        parts = line.split()
+        if len(parts) == 3 and re.fullmatch(r"[\d.]+", parts[2]):
+            found[parts[0]] = parts[1]
+    return found
+
+
+def test_dry_run_prints_the_plan_and_changes_nothing(up_lab, cluster_file):
+    before = {h.name: up_lab.ssh(h, HOST_STATE).stdout for h in up_lab.hosts}
+    code, out, err = run_cli("up", "--dry-run", "--lab", "-c", cluster_file, timeout=300)
+    assert code == 0, err
+    for host in up_lab.hosts:
+        assert re.search(rf"{host.name}\s+preflight checks", out)
+        assert re.search(rf"{host.name}\s+install etcd", out)
+    statuses = _statuses(out)
+    assert {p for p, s in statuses.items() if s != "planned"} == {"control-plane-join"}  # one control plane
+    assert statuses["control-plane-join"] == "not-needed"
+    assert {h.name: up_lab.ssh(h, HOST_STATE).stdout for h in up_lab.hosts} == before
+    assert not (cluster_file.parent / "cluster").exists()  # no PKI, journal or render either
+
+
+def test_up_runs_until_the_kubelet_is_needed_and_resumes(up_lab, cluster_file):
+    cluster_dir = cluster_file.parent / "cluster"
+    code, out, err = run_cli("up", "--lab", "-c", cluster_file, timeout=1200)
+    assert code != 0
+    assert "no kubelet binary" in err and "bin/kubelet" in err, err
+    assert "Traceback" not in err and len(err.strip().splitlines()) <= 2
+    statuses = _statuses(out)
+    assert [p for p in FINISHED_BEFORE_API if statuses.get(p) != "done"] == [], out[-3000:]
+    assert statuses["prepare"] == "failed"
+
+    # etcd is really up on all three members: etcdctl over TLS with the cluster's own CA.
+    first = up_lab.hosts[0]
+    endpoints = ",".join(f"https://{h.address}:2379" for h in up_lab.hosts)
+    tls = "--cacert=/etc/kubernetes/pki/etcd/ca.crt --cert=/etc/kubernetes/pki/etcd/healthcheck-client.crt " \
+          "--key=/etc/kubernetes/pki/etcd/healthcheck-client.key"
+    health = json.loads(up_lab.ssh(first, f"ETCDCTL_API=3 etcdctl --endpoints={endpoints} {tls} endpoint health -w json").stdout)
+    assert sorted(e["endpoint"] for e in health if e["health"]) == sorted(endpoints.split(","))
+    up_lab.ssh(first, f"ETCDCTL_API=3 etcdctl --endpoints={endpoints} {tls} put kubeprov-test up")
+    got = up_lab.ssh(up_lab.hosts[2], f"ETCDCTL_API=3 etcdctl --endpoints=https://{up_lab.hosts[2].address}:2379 {tls} get kubeprov-test --print-value-only")
+    assert got.stdout.strip() == "up"
+    # sync placed the control plane's files; the node roles ran up to the kubelet.
+    ca = (cluster_dir / "pki" / "ca.crt").read_bytes()
+    assert up_lab.ssh(first, "cat /etc/kubernetes/pki/ca.crt").stdout.encode() == ca
+    assert up_lab.ssh(first, "test -f /etc/kubernetes/manifests/kube-apiserver.yaml && systemctl is-active containerd").stdout.strip() == "active"
+
+    journal = json.loads((cluster_dir / "journal.json").read_text())
+    assert list(journal["completed"]) == FINISHED_BEFORE_API
+    assert list(journal["failed"]) == ["prepare"] and not journal["finished"]
+
+    # The next run resumes: what finished is not run again; prepare runs (and stops) again.
+    code, out, err = run_cli("up", "--lab", "-c", cluster_file, timeout=1200)
+    assert code != 0 and "no kubelet binary" in err
+    statuses = _statuses(out)
+    assert {p: statuses[p] for p in FINISHED_BEFORE_API} == {p: "resumed" for p in FINISHED_BEFORE_API}
+    assert statuses["prepare"] == "failed"
+    assert "resumed an interrupted run" in out
+    assert "▶ certs" not in out and "▶ sync" not in out
+
+    # With the PKI in place, a dry run diffs against the hosts (read-only) and still changes nothing.
+    before = {h.name: up_lab.ssh(h, HOST_STATE).stdout for h in up_lab.hosts}
+    code, out, err = run_cli("up", "--dry-run", "--lab", "-c", cluster_file, timeout=300)
+    assert code == 0, err
+    for host in up_lab.hosts:
+        assert re.search(rf"{host.name}\s+\d+ files: 0 to create, 0 to replace, \d+ unchanged", out), out
+    assert {h.name: up_lab.ssh(h, HOST_STATE).stdout for h in up_lab.hosts} == before
