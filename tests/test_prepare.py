@@ -1,0 +1,210 @@
+"""prepare's controller side: the bundle check, what each role places, the generated inventory,
+the applied-state fingerprint, error wording, and the preflight module run by real Ansible on
+this machine. The lab test (tests/lab/test_prepare.py) runs the roles on real hosts."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import socket
+import subprocess
+import tarfile
+from pathlib import Path, PurePosixPath
+
+import pytest
+import yaml
+
+from provision.ansible.bundle import normalize_ref, verify, write_sums
+from provision.ansible.inventory import PLAYBOOKS, applied_record, inventory, roles_for
+from provision.ansible.nodefiles import render_for_prepare, role_of
+from provision.ansible.runner import ansible_playbook_binary, plain_error
+from provision.config.loader import load_cluster
+from provision.errors import ConfigError
+from provision.pki import PKIStore
+from provision.pki.store import read_material
+from provision.render import render_hosts
+
+
+def _tar(path: Path, members: dict[str, bytes]) -> None:
+    with tarfile.open(path, "w") as tar:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+
+
+@pytest.fixture
+def bundle(tmp_path: Path) -> Path:
+    root = tmp_path / "bundle"
+    (root / "bin").mkdir(parents=True)
+    (root / "images").mkdir()
+    (root / "bin" / "kubelet").write_bytes(b"#!/bin/sh\n# STAND-IN kubelet\n")
+    _tar(root / "images" / "pause.tar", {"manifest.json": json.dumps([{"RepoTags": ["registry.k8s.io/pause:3.10"]}]).encode()})
+    _tar(root / "images" / "tiny-oci.tar", {"oci-layout": b"{}", "index.json": json.dumps(
+        {"manifests": [{"annotations": {"io.containerd.image.name": "kubeprov.local/tiny:1"}}]}).encode()})
+    write_sums(root)
+    return root
+
+
+def test_bundle_verified_lists_binaries_and_image_names(bundle: Path):
+    found = verify(bundle)
+    assert set(found.binaries) == {"kubelet"}
+    assert {image.file: image.refs for image in found.images} == {
+        "images/pause.tar": ("registry.k8s.io/pause:3.10",),
+        "images/tiny-oci.tar": ("kubeprov.local/tiny:1",),
+    }
+
+
+@pytest.mark.parametrize("damage, message", [
+    (lambda root: (root / "bin/kubelet").write_bytes(b"other"), "bin/kubelet: sha256"),
+    (lambda root: (root / "bin/extra").write_bytes(b"x"), "bin/extra is not listed in SHA256SUMS"),
+    (lambda root: (root / "images/pause.tar").unlink(), "lists images/pause.tar but the file is missing"),
+    (lambda root: (root / "SHA256SUMS").write_text("nonsense\n"), "line 1 is not"),
+    (lambda root: (root / "SHA256SUMS").unlink(), "no SHA256SUMS"),
+])
+def test_bundle_refused_naming_the_file(bundle: Path, damage, message):
+    damage(bundle)
+    with pytest.raises(ConfigError) as caught:
+        verify(bundle)
+    assert message in str(caught.value) and str(bundle) in str(caught.value)
+
+
+@pytest.mark.parametrize("short, stored", [
+    ("busybox:1", "docker.io/library/busybox:1"),  # docker's rules: library/ for official images
+    ("someone/app:2", "docker.io/someone/app:2"),
+    ("localhost/app:2", "localhost/app:2"),
+    ("registry.k8s.io/pause:3.10", "registry.k8s.io/pause:3.10"),
+    ("host:5000/app:1", "host:5000/app:1"),
+])
+def test_image_names_normalised_like_containerd(short: str, stored: str):
+    assert normalize_ref(short) == stored
+
+
+CLUSTER = """
+apiVersion: kubeprov.io/v1alpha1
+kind: Cluster
+name: prep
+kubernetesVersion: v1.31.0
+clusterDir: {dir}
+cni: bridge
+etcd: {{topology: external}}
+hosts:
+- {{name: cp1, address: 192.0.2.11, roles: [control-plane], ssh: {{knownHosts: /k/known_hosts, key: /k/id}}}}
+- {{name: w1, address: 192.0.2.12, roles: [worker]}}
+- {{name: e1, address: 192.0.2.21, roles: [etcd], ssh: {{user: admin}}}}
+"""
+
+
+@pytest.fixture
+def cluster(tmp_path: Path):
+    path = tmp_path / "cluster.yaml"
+    path.write_text(CLUSTER.format(dir=tmp_path / "cd"))
+    cluster = load_cluster(path, None)
+    PKIStore(cluster).generate()
+    return cluster
+
+
+def test_roles_place_exactly_the_rendered_bytes_and_nothing_of_later_phases(cluster):
+    material = read_material(PKIStore(cluster))
+    full = render_hosts(cluster, material)
+    for host in cluster.hosts:
+        placed = render_for_prepare(cluster, host, material)
+        for path, file in placed.items():
+            assert full[host.name][path] == file, f"{host.name}:{path} differs from the renderer's"
+        left = {p for p in full[host.name] if p not in placed}
+        assert not any(str(p).startswith("/etc/kubernetes/manifests") for p in placed)
+        # What prepare leaves to later phases: manifests, kubeconfigs, the control plane's PKI
+        # (a control plane's etcd trust files included, when it is not an etcd member itself).
+        assert all(role_of(p) is None or (role_of(p) == "etcd" and host not in cluster.etcd_members) for p in left)
+    etcd_host = cluster.host("e1")
+    placed = render_for_prepare(cluster, etcd_host, material)
+    assert {role_of(p) for p in placed} == {"etcd"}
+    assert PurePosixPath("/etc/kubernetes/pki/etcd/peer.key") in placed and placed[PurePosixPath("/etc/kubernetes/pki/etcd/peer.key")].mode == 0o600
+    assert PurePosixPath("/etc/kubernetes/pki/ca.key") not in placed  # prepare ships no cluster CA key anywhere
+
+
+def test_inventory_groups_ssh_and_roles(cluster, tmp_path: Path):
+    from provision.prepare import Options, plan
+
+    plans, _, path = plan(cluster, Options(known_hosts=tmp_path / "default_known_hosts"))
+    data = yaml.safe_load(path.read_text())["all"]
+    assert oct(path.stat().st_mode & 0o777) == "0o600"
+    children = data["children"]
+    assert list(children["k8s_cluster"]["children"]["kube_control_plane"]["hosts"]) == ["cp1"]
+    assert list(children["k8s_cluster"]["children"]["kube_node"]["hosts"]) == ["w1"]
+    assert list(children["etcd"]["hosts"]) == ["e1"]
+    cp1, e1 = data["hosts"]["cp1"], data["hosts"]["e1"]
+    assert "UserKnownHostsFile=/k/known_hosts" in cp1["ansible_ssh_common_args"]
+    assert "StrictHostKeyChecking=yes" in cp1["ansible_ssh_common_args"]
+    assert f"UserKnownHostsFile={tmp_path / 'default_known_hosts'}" in e1["ansible_ssh_common_args"]
+    assert cp1["ansible_ssh_private_key_file"] == "/k/id" and e1["ansible_become"] is True
+    assert roles_for(cluster, cluster.host("e1")) == ["preflight", "etcd"]
+    assert "kubectl" in roles_for(cluster, cluster.host("cp1")) and "kubectl" not in roles_for(cluster, cluster.host("w1"))
+    # Every path a role is told to place exists in the rendered directory the inventory names.
+    render_dir = Path(data["vars"]["kubeprov_render_dir"])
+    for name, host in data["hosts"].items():
+        for files in host["kubeprov_files"].values():
+            for item in files:
+                assert (render_dir / name / item["path"].lstrip("/")).is_file()
+
+
+def test_fingerprint_follows_the_rendered_files(cluster):
+    host = cluster.host("w1")
+    tree = render_for_prepare(cluster, host, None)
+    roles = roles_for(cluster, host)
+    same = applied_record(cluster, host, roles, tree, None, lab=False)
+    assert same == applied_record(cluster, host, roles, tree, None, lab=False)
+    more_pods = cluster.model_copy(update={"kubelet": cluster.kubelet.model_copy(update={"max_pods": 50})})
+    other = applied_record(more_pods, host, roles, render_for_prepare(more_pods, host, None), None, lab=False)
+    assert other["fingerprint"] != same["fingerprint"]
+    assert [k for k in same if same[k] != other[k]] == ["files", "fingerprint"]
+
+
+def test_plain_error_picks_the_cause():
+    apt = {"stderr": "W: something\nE: Failed to fetch http://x/Packages 404\nE: Some index files failed", "rc": 100,
+           "msg": "non-zero return code"}
+    assert plain_error(apt) == "E: Failed to fetch http://x/Packages 404"
+    loop = {"msg": "One or more items failed", "results": [
+        {"failed": False, "item": {"path": "/a"}},
+        {"failed": True, "item": {"path": "/b"}, "msg": "Destination directory /c does not exist"},
+    ]}
+    assert plain_error(loop) == "/b: Destination directory /c does not exist"
+
+
+def test_site_playbook_passes_ansible_syntax_check(cluster, tmp_path: Path):
+    from provision.prepare import Options, plan
+
+    _, _, path = plan(cluster, Options())
+    proc = subprocess.run(
+        [ansible_playbook_binary(), "--syntax-check", "-i", str(path), str(PLAYBOOKS / "site.yml")],
+        capture_output=True, text=True, env={**os.environ, "ANSIBLE_CONFIG": str(PLAYBOOKS / "ansible.cfg")}, cwd=PLAYBOOKS,
+    )
+    assert proc.returncode == 0, proc.stderr
+
+
+@pytest.mark.integration
+def test_preflight_module_names_a_taken_port_and_its_process(tmp_path: Path):
+    """The real module through real Ansible, on this machine (connection local)."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    port = listener.getsockname()[1]
+    try:
+        proc = subprocess.run(
+            [str(Path(ansible_playbook_binary()).parent / "ansible"), "localhost", "-c", "local", "-i", "localhost,",
+             "-M", str(PLAYBOOKS / "roles/preflight/library"), "-m", "kubeprov_preflight",
+             "-a", json.dumps({"ports": {str(port): "kubelet"}, "modules": ["surely_no_such_module"]}), "-o"],
+            capture_output=True, text=True, env={**os.environ, "ANSIBLE_CONFIG": str(PLAYBOOKS / "ansible.cfg")},
+        )
+    finally:
+        listener.close()
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    result = json.loads(proc.stdout.split("=>", 1)[1])
+    problems = result["problems"]
+    # ss names the process holding the socket: this test process, by its comm and pid.
+    me = f"{Path('/proc/self/comm').read_text().strip()} (pid {os.getpid()})"
+    assert f"port {port} is in use by {me} (needed by kubelet)" in problems
+    assert any(p.startswith("kernel module surely_no_such_module is neither loaded nor installable") for p in problems)
+    pid1 = Path("/proc/1/comm").read_text().strip()
+    assert any("cgroup driver mismatch" in p for p in problems) == (pid1 != "systemd")
