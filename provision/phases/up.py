@@ -232,16 +232,25 @@ def run_preflight(ctx: UpContext) -> None:
     from provision.ansible.runner import run_playbook
 
     _, _, inventory = prepare.plan(ctx.cluster, ctx.prepare_options())
-    result = run_playbook("preflight.yml", inventory, [h.name for h in ctx.cluster.hosts], on_update=_progress(ctx),
-                          forks=ctx.options.parallel, work_dir=inventory.parent)
+    fresh = fresh_hosts(ctx)
+    result = run_playbook("preflight.yml", inventory, [h.name for h in fresh], on_update=_progress(ctx),
+                          forks=ctx.options.parallel, work_dir=inventory.parent, limit=",".join(h.name for h in fresh))
     if not result.ok:
         raise _ansible_failure(result, "preflight")
     for host in ctx.cluster.hosts:
-        ctx.say(host.name, "checks passed")
+        ctx.say(host.name, "checks passed" if host in fresh else "in the cluster already: not checked (its ports are in use by design)")
+
+
+def fresh_hosts(ctx: UpContext) -> list[Host]:
+    """Hosts whose kubelet kubeprov has not started yet: preflight is for them. On a member, the
+    checks would fail by design (its API server and kubelet hold the ports preflight wants free)."""
+    if not ctx.pki_exists():
+        return list(ctx.cluster.hosts)  # no CA yet, so no host can have joined (and none is asked)
+    return [h for h in ctx.cluster.hosts if not ctx.joined(h)]
 
 
 def plan_preflight(ctx: UpContext):
-    for host in ctx.cluster.hosts:
+    for host in fresh_hosts(ctx):
         yield host.name, "preflight checks (swap, ports, kernel modules, memory/CPU, OS, cgroups, time)"
 
 
@@ -649,7 +658,8 @@ def _first(ctx: UpContext):
 UP_PHASES: tuple[Phase, ...] = (
     Phase("certs", "issue missing CAs, certificates, keys and kubeconfigs in the cluster directory", run_certs, plan=plan_certs),
     Phase("kubeconfigs", "check every kubeconfig against the cluster (server, identity, signer)", run_kubeconfigs, plan=plan_kubeconfigs),
-    Phase("preflight", "per-host checks before anything on a host changes", run_preflight, plan=plan_preflight),
+    Phase("preflight", "per-host checks before anything on a host changes", run_preflight, plan=plan_preflight,
+          run_if=lambda ctx: bool(fresh_hosts(ctx)), why_not="every host is in the cluster already"),
     Phase("render", "every host's files and the cluster objects, written locally", run_render, plan=plan_render),
     Phase("sync", "push each host's files that prepare's roles do not place; only what differs", run_sync, plan=plan_sync),
     Phase("etcd", "external etcd: installed, started and healthy before the control plane", None, run_if=external,
