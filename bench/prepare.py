@@ -21,7 +21,7 @@ from pathlib import Path
 
 import yaml
 
-from provision.ansible.bundle import write_sums
+from provision.artifacts.bundle import seal
 from provision.ansible.inventory import PLAYBOOKS
 from provision.ansible.runner import ansible_playbook_binary
 from provision.config.loader import load_cluster
@@ -57,7 +57,7 @@ def main() -> None:
         for name in ("kubelet", "kubectl", "crictl"):
             (bundle / "bin" / name).write_text(STAND_IN.format(name=name))
             (bundle / "bin" / name).chmod(0o755)
-        write_sums(bundle)
+        seal(bundle)
         ssh = {"key": str(info.key), "knownHosts": str(info.known_hosts)}
         roles = [["control-plane", "etcd"], ["worker", "etcd"], ["worker", "etcd"]]
         document = {

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from provision.ansible.bundle import write_sums
+from provision.artifacts.bundle import seal
 from provision.config.loader import load_cluster
 from provision.pki import PKIStore
 from provision.render.cni.bridge import CONFLIST, node_pod_cidrs
@@ -67,7 +67,7 @@ def setup(lab, tmp_path_factory):
         (bundle / "bin" / name).write_text(STAND_IN.format(name=name))
         (bundle / "bin" / name).chmod(0o755)
     build_tiny_image(bundle / "images" / "tiny.tar")
-    write_sums(bundle)
+    seal(bundle)
     first, second, third = lab.hosts
     ssh = {"key": str(lab.key), "knownHosts": str(lab.known_hosts)}
     document = {
@@ -114,7 +114,7 @@ def test_bundle_with_a_wrong_checksum_is_refused_before_anything_is_copied(setup
     kubelet.write_bytes(kubelet.read_bytes() + b"# tampered\n")  # SHA256SUMS still lists the old digest
     proc = kubeprov(*prepare_args(setup, bad))
     assert proc.returncode == 2, proc.stdout + proc.stderr
-    assert "bin/kubelet: sha256" in proc.stderr and "does not match SHA256SUMS" in proc.stderr
+    assert "bin/kubelet: sha256 mismatch" in proc.stderr and "refusing the bundle" in proc.stderr
     assert "Traceback" not in proc.stderr
     untouched(setup["lab"])
 
