@@ -10,7 +10,6 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -18,26 +17,7 @@ import yaml
 
 from provision.config.models import Cluster, Model
 
-# Own helpers rather than `from conftest import`: with tests/lab/conftest.py also on the path,
-# that name can resolve to the other conftest depending on collection order.
-KUBEPROV = Path(sys.executable).parent / "kubeprov"
-
-
-def run_cli(*args, timeout: float = 120) -> tuple[int, str, str]:
-    """Run the installed `kubeprov` with args; (exit code, stdout, stderr)."""
-    proc = subprocess.run([str(KUBEPROV), *map(str, args)], capture_output=True, text=True, timeout=timeout)
-    return proc.returncode, proc.stdout, proc.stderr
-
-
-def hosts(control_planes: int, workers: int) -> list[dict]:
-    """cp1.., w1..: SSH addresses in TEST-NET-1 (never contacted), internal addresses in 10.0.0.0/24."""
-    return [
-        {"name": f"cp{i}", "address": f"192.0.2.{10 + i}", "internalAddress": f"10.0.0.{10 + i}", "roles": ["control-plane"]}
-        for i in range(1, control_planes + 1)
-    ] + [
-        {"name": f"w{i}", "address": f"192.0.2.{100 + i}", "internalAddress": f"10.0.0.{100 + i}", "roles": ["worker"]}
-        for i in range(1, workers + 1)
-    ]
+from testkit import KUBEPROV, hosts, run_cli
 
 
 GOOD = {
