@@ -17,7 +17,6 @@ import time
 from pathlib import Path
 
 from provision.lab import aptrepo
-from provision.lab.errors import LabError
 from provision.lab.layout import cache_root
 from provision.lab.locks import locked
 from provision.lab.system import run
