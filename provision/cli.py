@@ -24,8 +24,12 @@ app = typer.Typer(
     name="kubeprov",
     help=(
         "Bootstrap Kubernetes clusters on bare metal and VMs over SSH, the kubeadm way.\n\n"
-        "Start with `kubeprov config example > cluster.yaml`, edit the hosts, then "
-        "`kubeprov config validate -c cluster.yaml` and `kubeprov certs generate -c cluster.yaml`."
+        "1. `kubeprov config example > cluster.yaml`, then list your hosts in it (or use an Ansible "
+        "inventory with `-i`).\n\n"
+        "2. `kubeprov config validate -c cluster.yaml`\n\n"
+        "3. `kubeprov up -c cluster.yaml --dry-run` shows what each phase would do; without "
+        "`--dry-run` it builds the cluster.\n\n"
+        "No machines at hand? `sudo kubeprov lab up` boots local test hosts and writes a cluster file for them."
     ),
     no_args_is_help=True,
     pretty_exceptions_enable=False,
@@ -223,7 +227,7 @@ def certs_renew(
 ) -> None:
     """Re-issue certificates from their CA with the current SANs and validity.
 
-    The old certificate and key are copied to <cluster dir>/backup/<UTC time>/ first. The key is
+    The old certificate and key are copied to CLUSTER_DIR/backup/UTC_TIME/ first. The key is
     kept unless --new-key. Push the result to the hosts with a later `sync`/`up`.
     """
     from provision.pki import PKIStore
@@ -241,7 +245,7 @@ def certs_renew(
 
 @app.command("render")
 def render(
-    out_dir: Annotated[Path, typer.Option("--out", "-o", help="Directory to write DIR/<host>/<absolute path> into.")],
+    out_dir: Annotated[Path, typer.Option("--out", "-o", help="Directory to write DIR/HOST/PATH into.")],
     config: ConfigOpt = None,
     inventory: InventoryOpt = None,
     cluster_dir: ClusterDirOpt = None,
@@ -250,7 +254,7 @@ def render(
         typer.Option("--diff", help="An earlier render to compare with (may be --out itself); prints what changes."),
     ] = None,
 ) -> None:
-    """Write every host's desired files under DIR/<host>/ at the paths they will have on that host,
+    """Write every host's desired files under DIR/HOST/ at the paths they will have on that host,
     and the cluster objects (applied through the API by `up`) under DIR/_cluster/.
 
     A dry run you can read: nothing is sent anywhere. Needs the PKI (`kubeprov certs generate`).
@@ -375,7 +379,7 @@ def exec_command(
 
 @app.command("sync")
 def sync(
-    from_dir: Annotated[Path, typer.Option("--from", help="Directory written by `kubeprov render -o DIR` (DIR/<host>/<path>).")],
+    from_dir: Annotated[Path, typer.Option("--from", help="Directory written by `kubeprov render -o DIR` (DIR/HOST/PATH).")],
     config: ConfigOpt = None,
     inventory: InventoryOpt = None,
     known_hosts: KnownHostsOpt = None,
@@ -385,7 +389,7 @@ def sync(
 ) -> None:
     """Push each host's rendered files to it, writing only files whose content, mode or owner differ.
 
-    Writes are atomic; a replaced file is kept under /var/backups/kubeprov/<UTC time>/<its path> on
+    Writes are atomic; a replaced file is kept under /var/backups/kubeprov/UTC_TIME/PATH on
     the host. Lists what changed per host; a second run changes nothing. Exits 1 if any host failed.
     """
     from provision.transport import sync_rendered
@@ -493,6 +497,17 @@ def prepare_command(
 from provision.phases.cli import register_up_commands  # noqa: E402  (kubeprov up, phase …, token …, join-command)
 
 register_up_commands(app)
+
+# Group the commands in --help by what an operator is doing.
+_PANELS = {
+    "Build a cluster": ("config", "certs", "render", "prepare", "sync", "up", "phase"),
+    "Operate it": ("token", "join-command", "exec"),
+    "Tools": ("lab", "artifacts"),
+}
+for _panel, _names in _PANELS.items():
+    for _info in [*app.registered_commands, *app.registered_groups]:
+        if _info.name in _names:
+            _info.rich_help_panel = _panel
 
 
 def main() -> None:
