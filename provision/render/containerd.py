@@ -7,7 +7,6 @@ registry under /etc/containerd/certs.d/), which replaced the deprecated `registr
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import PurePosixPath
 from urllib.parse import urlsplit
@@ -16,6 +15,7 @@ from provision.config.models import Cluster, Host
 from provision.errors import ConfigError
 from provision.pki.store import Material
 from provision.render.kubelet import CONTAINERD_ENDPOINT, pause_image
+from provision.render.templates import render_text
 from provision.render.tree import File, Tree
 
 CONFIG_PATH = PurePosixPath("/etc/containerd/config.toml")
@@ -29,46 +29,16 @@ _CRI = 'plugins."io.containerd.grpc.v1.cri"'
 _REGISTRY = re.compile(r"^(_default|[a-z0-9]([a-z0-9.-]*[a-z0-9])?(:[0-9]{1,5})?)$")
 
 
-def _str(value: str) -> str:
-    """A TOML basic string (JSON's escaping is a subset TOML accepts)."""
-    return json.dumps(value)
-
-
-def _bool(value: bool) -> str:
-    return "true" if value else "false"
-
-
 def containerd_config(cluster: Cluster) -> str:
-    cri = cluster.containerd
-    return f"""\
-# Rendered by kubeprov. Schema version 2: read by containerd 1.6/1.7, migrated by 2.x.
-version = 2
-
-[{_CRI}]
-  # The pause image kubeadm pins for this Kubernetes minor.
-  sandbox_image = {_str(pause_image(cluster))}
-  # true where containerd lacks CAP_SYS_RESOURCE (containers, nspawn): containers then never get
-  # an oom_score_adj below containerd's own.
-  restrict_oom_score_adj = {_bool(cri.restrict_oom_score_adj)}
-
-[{_CRI}.containerd]
-  default_runtime_name = "runc"
-
-[{_CRI}.containerd.runtimes.runc]
-  runtime_type = "io.containerd.runc.v2"
-
-[{_CRI}.containerd.runtimes.runc.options]
-  # The kubelet's cgroupDriver is systemd: both must agree or pods fail under resource pressure.
-  SystemdCgroup = true
-
-[{_CRI}.cni]
-  bin_dir = {_str(CNI_BIN_DIR)}
-  conf_dir = {_str(CNI_CONF_DIR)}
-
-[{_CRI}.registry]
-  # Mirrors and per-registry TLS: one hosts.toml per registry in this directory.
-  config_path = {_str(str(CERTS_D))}
-"""
+    return render_text(
+        "containerd/config.toml.j2",
+        cri=_CRI,
+        sandbox_image=pause_image(cluster),
+        restrict_oom_score_adj=cluster.containerd.restrict_oom_score_adj,
+        cni_bin_dir=CNI_BIN_DIR,
+        cni_conf_dir=CNI_CONF_DIR,
+        certs_d=str(CERTS_D),
+    )
 
 
 def upstream_server(registry: str) -> str:
@@ -79,12 +49,8 @@ def upstream_server(registry: str) -> str:
 
 
 def hosts_toml(registry: str, mirrors: list[str]) -> str:
-    lines = [f"# Rendered by kubeprov: mirrors for {registry}, tried in order before the registry itself."]
-    if registry != "_default":
-        lines.append(f"server = {_str(upstream_server(registry))}")
-    for mirror in mirrors:
-        lines += ["", f"[host.{_str(mirror)}]", '  capabilities = ["pull", "resolve"]']
-    return "\n".join(lines) + "\n"
+    server = None if registry == "_default" else upstream_server(registry)
+    return render_text("containerd/hosts.toml.j2", registry=registry, server=server, mirrors=mirrors)
 
 
 def _check_mirrors(mirrors: dict[str, list[str]]) -> None:
@@ -102,12 +68,7 @@ def _check_mirrors(mirrors: dict[str, list[str]]) -> None:
 
 
 def crictl_config() -> str:
-    return f"""\
-# Rendered by kubeprov: crictl talks to containerd's CRI socket.
-runtime-endpoint: {CONTAINERD_ENDPOINT}
-image-endpoint: {CONTAINERD_ENDPOINT}
-timeout: 10
-"""
+    return render_text("crictl.yaml.j2", endpoint=CONTAINERD_ENDPOINT)
 
 
 def render_containerd(cluster: Cluster, host: Host, material: Material) -> Tree:

@@ -27,6 +27,7 @@ from provision.errors import ConfigError
 from provision.pki.store import Material
 from provision.render import flags, staticpod
 from provision.render.staticpod import same_path
+from provision.render.templates import render_template
 from provision.render.tree import File, Tree
 from provision.versions import defaults
 
@@ -136,24 +137,7 @@ def etcd_pod(cluster: Cluster, host: Host) -> dict:
 def etcd_unit() -> bytes:
     """The systemd unit of an external etcd member; every setting is in the environment file,
     which etcd reads as ETCD_<FLAG> variables."""
-    return f"""# Rendered by kubeprov: external etcd member for Kubernetes. Settings: {ENV_PATH}
-[Unit]
-Description=etcd key-value store (Kubernetes external etcd)
-Documentation=https://etcd.io/docs/
-Wants=network-online.target
-After=network-online.target
-
-[Service]
-Type=notify
-EnvironmentFile={ENV_PATH}
-ExecStart={ETCD_BINARY}
-Restart=always
-RestartSec=5s
-LimitNOFILE=65536
-
-[Install]
-WantedBy=multi-user.target
-""".encode()
+    return render_template("systemd/etcd.service.j2", env_path=ENV_PATH, etcd_binary=ETCD_BINARY)
 
 
 def etcd_env(cluster: Cluster, host: Host) -> bytes:

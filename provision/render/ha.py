@@ -48,6 +48,7 @@ import yaml
 from provision.config.models import Cluster, Host, LoadBalancerMode, Role, is_ip
 from provision.errors import ConfigError
 from provision.pki.store import Material
+from provision.render.templates import render_text
 from provision.render.tree import File, Tree
 
 # Pinned images. Bump deliberately: the manifests below follow these versions' interfaces.
@@ -164,89 +165,35 @@ def _address_port(address: str, port: int) -> str:
 
 
 def haproxy_cfg(cluster: Cluster, bind: str, *, foreign: bool) -> str:
-    """TCP pass-through to every control plane's API server, checked on /readyz over TLS."""
-    servers = "\n".join(
-        f"    server {cp.name} {_address_port(cp.advertise_address, cluster.api_server_port)} check"
-        for cp in cluster.control_planes
+    """TCP pass-through to every control plane's API server, checked on /readyz over TLS.
+    `foreign`: `bind` is an address this host may not hold (the VIP on a backup)."""
+    return render_text(
+        "haproxy.cfg.j2",
+        health_port=HAPROXY_HEALTH_PORT,
+        bind=bind,
+        transparent=foreign,
+        servers=[(cp.name, _address_port(cp.advertise_address, cluster.api_server_port)) for cp in cluster.control_planes],
     )
-    return f"""\
-# Rendered by kubeprov: TCP load balancer in front of every kube-apiserver.
-global
-    log stdout format raw local0 info
-    maxconn 4000
-
-defaults
-    mode tcp
-    log global
-    option tcplog
-    option dontlognull
-    retries 3
-    timeout connect 5s
-    # watches are long-lived connections
-    timeout client 1h
-    timeout server 1h
-    timeout check 5s
-
-frontend healthz
-    mode http
-    bind 127.0.0.1:{HAPROXY_HEALTH_PORT}
-    monitor-uri /healthz
-
-frontend kube-apiserver
-    bind {bind}{" transparent" if foreign else ""}
-    default_backend kube-apiserver
-
-backend kube-apiserver
-    balance roundrobin
-    option httpchk GET /readyz
-    http-check expect status 200
-    default-server inter 5s fall 3 rise 2 check-ssl verify none
-{servers}
-"""
 
 
 def keepalived_conf(cluster: Cluster, host: Host) -> str:
     vip, _ = _vip(cluster, LoadBalancerMode.HAPROXY_KEEPALIVED, need_ip=True)
     cps = cluster.control_planes
     index = [cp.name for cp in cps].index(host.name)
-    priority = 150 - index  # host order: the first control plane is preferred
-    readyz = f"https://{_address_port(host.advertise_address, cluster.api_server_port)}/readyz"
-    peers = [cp.advertise_address for cp in cps if cp.name != host.name]
-    unicast = ""
-    if peers:
-        peer_lines = "".join(f"        {peer}\n" for peer in peers)
-        unicast = f"    unicast_src_ip {host.advertise_address}\n    unicast_peer {{\n{peer_lines}    }}\n"
     lb = cluster.load_balancer
-    return f"""\
-# Rendered by kubeprov: holds the API VIP on the healthiest control plane.
-global_defs {{
-    router_id {host.name}
-    enable_script_security
-    script_user root
-}}
-
-vrrp_script check_apiserver {{
-    script "/usr/bin/curl --silent --fail --max-time 2 --cacert {CA_CERT} --output /dev/null {readyz}"
-    interval 3
-    timeout 3
-    fall 3
-    rise 2
-}}
-
-vrrp_instance kube_apiserver {{
-    state BACKUP
-    interface {lb.interface}
-    virtual_router_id {lb.virtual_router_id}
-    priority {priority}
-    advert_int 1
-{unicast}    virtual_ipaddress {{
-        {vip}/{_host_prefix(vip)} dev {lb.interface}
-    }}
-    track_script {{
-        check_apiserver
-    }}
-}}
-"""
+    return render_text(
+        "keepalived.conf.j2",
+        router_id=host.name,
+        ca_cert=CA_CERT,
+        readyz_url=f"https://{_address_port(host.advertise_address, cluster.api_server_port)}/readyz",
+        interface=lb.interface,
+        virtual_router_id=lb.virtual_router_id,
+        priority=150 - index,  # host order: the first control plane is preferred
+        source_address=host.advertise_address,
+        peers=[cp.advertise_address for cp in cps if cp.name != host.name],
+        vip=vip,
+        vip_prefix=_host_prefix(vip),
+    )
 
 
 def haproxy_pod(tier: str = "control-plane") -> dict:

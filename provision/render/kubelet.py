@@ -24,6 +24,7 @@ from provision import versions
 from provision.config.models import Cluster, Host, is_ip
 from provision.errors import ConfigError
 from provision.pki.store import Material
+from provision.render.templates import render_template
 from provision.render.tree import File, Tree
 
 KUBELET_DIR = PurePosixPath("/var/lib/kubelet")
@@ -159,37 +160,18 @@ def flags_env(cluster: Cluster, host: Host) -> bytes:
 
 # --- systemd: the packaged unit and kubeadm's drop-in ----------------------------------------------
 
-KUBELET_UNIT = """\
-# Rendered by kubeprov: the kubelet unit as the upstream kubelet package ships it.
-[Unit]
-Description=kubelet: The Kubernetes Node Agent
-Documentation=https://kubernetes.io/docs/
-Wants=network-online.target
-After=network-online.target
+def kubelet_unit() -> bytes:
+    return render_template("systemd/kubelet.service.j2")
 
-[Service]
-ExecStart=/usr/bin/kubelet
-Restart=always
-StartLimitInterval=0
-RestartSec=10
 
-[Install]
-WantedBy=multi-user.target
-"""
-
-KUBEADM_DROP_IN = f"""\
-# Rendered by kubeprov: kubeadm's drop-in for the kubelet unit.
-# The bootstrap kubeconfig is used only if kubelet.conf does not exist yet (TLS bootstrap).
-[Service]
-Environment="KUBELET_KUBECONFIG_ARGS=--bootstrap-kubeconfig={BOOTSTRAP_KUBECONFIG} --kubeconfig={KUBECONFIG}"
-Environment="KUBELET_CONFIG_ARGS=--config={CONFIG_PATH}"
-# Per-node flags (node IP, node name, version-dependent flags, kubelet.extraArgs), written by kubeprov.
-EnvironmentFile=-{FLAGS_ENV_PATH}
-# The administrator's last-resort overrides; kubeprov never writes this file.
-EnvironmentFile=-/etc/default/kubelet
-ExecStart=
-ExecStart=/usr/bin/kubelet $KUBELET_KUBECONFIG_ARGS $KUBELET_CONFIG_ARGS $KUBELET_KUBEADM_ARGS $KUBELET_EXTRA_ARGS
-"""
+def kubeadm_drop_in() -> bytes:
+    return render_template(
+        "systemd/10-kubeadm.conf.j2",
+        bootstrap_kubeconfig=BOOTSTRAP_KUBECONFIG,
+        kubeconfig=KUBECONFIG,
+        config_path=CONFIG_PATH,
+        flags_env_path=FLAGS_ENV_PATH,
+    )
 
 
 def render_kubelet(cluster: Cluster, host: Host, material: Material) -> Tree:
@@ -199,6 +181,6 @@ def render_kubelet(cluster: Cluster, host: Host, material: Material) -> Tree:
     return {
         CONFIG_PATH: File(dump_yaml(kubelet_configuration(cluster))),
         FLAGS_ENV_PATH: File(flags_env(cluster, host)),
-        UNIT_PATH: File(KUBELET_UNIT.encode()),
-        DROP_IN_PATH: File(KUBEADM_DROP_IN.encode()),
+        UNIT_PATH: File(kubelet_unit()),
+        DROP_IN_PATH: File(kubeadm_drop_in()),
     }

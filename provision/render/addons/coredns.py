@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from provision.config.models import Cluster
 from provision.render.addons import k8s
+from provision.render.templates import render_text
 from provision.versions import defaults
 
 NAME = "coredns"
@@ -18,34 +19,11 @@ CONTROL_PLANE_TAINT = "node-role.kubernetes.io/control-plane"
 
 
 def corefile(cluster: Cluster) -> str:
-    domain = cluster.networking.dns_domain
-    # From 1.32 kubeadm stops caching answers for the cluster's own zone: the kubernetes plugin is
-    # authoritative and already current, and a cached NXDOMAIN hid new Services for 30 s.
-    cache = "cache 30"
-    if cluster.minor >= 32:
-        cache += f" {{\n       disable success {domain}\n       disable denial {domain}\n    }}"
-    return f"""\
-.:53 {{
-    errors
-    health {{
-       lameduck 5s
-    }}
-    ready
-    kubernetes {domain} in-addr.arpa ip6.arpa {{
-       pods insecure
-       fallthrough in-addr.arpa ip6.arpa
-       ttl 30
-    }}
-    prometheus :9153
-    forward . /etc/resolv.conf {{
-       max_concurrent 1000
-    }}
-    {cache}
-    loop
-    reload
-    loadbalance
-}}
-"""
+    return render_text(
+        "coredns/Corefile.j2",
+        domain=cluster.networking.dns_domain,
+        cache_cluster_zone=cluster.minor < 32,  # see the template: kubeadm ≥ 1.32 stops caching it
+    )
 
 
 def image(cluster: Cluster) -> str:

@@ -28,6 +28,7 @@ from pathlib import PurePosixPath
 
 from provision.config.models import Cluster, Host, is_ip
 from provision.errors import ConfigError
+from provision.render.templates import render_template
 from provision.render.tree import File, Tree
 
 CONFLIST = PurePosixPath("/etc/cni/net.d/10-kubeprov-bridge.conflist")
@@ -99,25 +100,13 @@ def route_commands(cluster: Cluster, host: Host) -> list[list[str]]:
     return commands
 
 
-def routes_unit(cluster: Cluster, host: Host) -> str:
-    exec_lines = "\n".join(f"ExecStart={shlex.join(command)}" for command in route_commands(cluster, host))
-    return f"""\
-# Rendered by kubeprov (cni: bridge): routes to the other nodes' pod CIDRs, NAT for pods leaving
-# the pod network. This node's pods: {node_pod_cidrs(cluster)[host.name]} on {BRIDGE}.
-[Unit]
-Description=kubeprov pod network routes
-Wants=network-online.target
-After=network-online.target
-Before=kubelet.service
-
-[Service]
-Type=oneshot
-RemainAfterExit=yes
-{exec_lines}
-
-[Install]
-WantedBy=multi-user.target
-"""
+def routes_unit(cluster: Cluster, host: Host) -> bytes:
+    return render_template(
+        "systemd/kubeprov-pod-routes.service.j2",
+        pod_cidr=node_pod_cidrs(cluster)[host.name],
+        bridge=BRIDGE,
+        commands=[shlex.join(command) for command in route_commands(cluster, host)],
+    )
 
 
 def render_bridge(cluster: Cluster, host: Host) -> Tree:
@@ -125,5 +114,5 @@ def render_bridge(cluster: Cluster, host: Host) -> Tree:
         return {}
     return {
         CONFLIST: File((json.dumps(bridge_conflist(cluster, host), indent=2) + "\n").encode()),
-        ROUTES_UNIT: File(routes_unit(cluster, host).encode()),
+        ROUTES_UNIT: File(routes_unit(cluster, host)),
     }
