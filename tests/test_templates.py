@@ -42,6 +42,11 @@ def test_a_missing_variable_is_an_error_not_an_empty_string():
         templates.render_template("haproxy.cfg.j2", health_port=8081, transparent=False, servers=[])
 
 
+def test_an_unknown_template_is_named():
+    with pytest.raises(jinja2.TemplateNotFound, match="no-such.j2"):
+        templates.render_template("systemd/no-such.j2")
+
+
 @pytest.mark.parametrize(
     "value", ["plain", 'say "hi"', "back\\slash", "tab\there", "line\nbreak", "ünïcödé ✓", "", True, False]
 )

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import functools
 import json
+from collections.abc import Callable
 from importlib import resources
 
 import jinja2
@@ -21,9 +22,11 @@ import jinja2
 TEMPLATES_PACKAGE = "provision.templates"
 
 
-def _load(name: str) -> tuple[str, str, bool]:
-    # A template never changes under a running process, so it is always "up to date".
+def _load(name: str) -> tuple[str, str, Callable[[], bool]] | None:
     source = resources.files(TEMPLATES_PACKAGE).joinpath(*name.split("/"))
+    if not source.is_file():
+        return None  # jinja2 then raises TemplateNotFound naming it
+    # A template never changes under a running process, so it is always "up to date".
     return source.read_text(encoding="utf-8"), str(source), lambda: True
 
 
