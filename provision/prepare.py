@@ -1,7 +1,8 @@
 """`kubeprov prepare`: make every host ready to run Kubernetes, through the roles in playbooks/.
 
 In order, stopping at the first refusal:
-1. the bundle (if any) is verified against its SHA256SUMS — before anything is copied anywhere;
+1. the bundle (if any) is verified against its SHA256SUMS, or (source release) kubelet, kubectl and
+   crictl are downloaded and checked against their published sha256 — before anything is copied;
 2. the renderers write each host's node files under <cluster dir>/prepare/rendered/<host>/;
 3. the inventory is generated (<cluster dir>/prepare/inventory.yml), with each host's
    applied-state record;
@@ -23,7 +24,8 @@ from provision.ansible.bundle import Bundle, verify
 from provision.ansible.inventory import HostPlan, applied_record, inventory, roles_for, write_inventory
 from provision.ansible.nodefiles import external_etcd, render_for_prepare
 from provision.ansible.runner import HostProgress, RunResult, run_playbook
-from provision.config.models import Cluster
+from provision.ansible.sources import resolve
+from provision.config.models import ArtifactSource, Cluster
 from provision.errors import KubeprovError
 from provision.render.tree import write_trees
 
@@ -55,7 +57,12 @@ def cluster_dir(cluster: Cluster) -> Path:
 
 def plan(cluster: Cluster, options: Options) -> tuple[dict[str, HostPlan], Bundle | None, Path]:
     """Verify, render and write the inventory; nothing touches a host yet."""
-    bundle = verify(options.bundle) if options.bundle else None
+    # --bundle wins; else the cluster file's artifacts.source (a bundle there is verified the same way).
+    bundle_dir = options.bundle or (cluster.artifacts.bundle_dir if cluster.artifacts.source is ArtifactSource.BUNDLE else None)
+    bundle = verify(bundle_dir) if bundle_dir else None
+    work = cluster_dir(cluster) / "prepare"
+    # Release downloads are fetched and checked here: a wrong checksum stops before any host is touched.
+    sources = resolve(cluster, bundle, work / "artifacts")
     material = None
     if external_etcd(cluster):
         from provision.pki import PKIStore
@@ -72,15 +79,15 @@ def plan(cluster: Cluster, options: Options) -> tuple[dict[str, HostPlan], Bundl
                 )
         material = read_material(store)  # etcd members get their certificates
     trees = {host.name: render_for_prepare(cluster, host, material) for host in cluster.hosts}
-    work = cluster_dir(cluster) / "prepare"
     render_dir = work / "rendered"
     write_trees(render_dir, trees)
     plans = {}
     for host in cluster.hosts:
         roles = roles_for(cluster, host)
         plans[host.name] = HostPlan(host, roles, trees[host.name],
-                                    applied_record(cluster, host, roles, trees[host.name], bundle, options.lab))
-    data = inventory(cluster, plans, render_dir=render_dir, bundle=bundle, known_hosts=options.known_hosts, lab=options.lab)
+                                    applied_record(cluster, host, roles, trees[host.name], bundle, options.lab, sources))
+    data = inventory(cluster, plans, render_dir=render_dir, bundle=bundle, known_hosts=options.known_hosts, lab=options.lab,
+                     sources=sources)
     data["all"]["vars"]["kubeprov_swapoff"] = options.swapoff
     inventory_path = work / "inventory.yml"
     write_inventory(inventory_path, data)

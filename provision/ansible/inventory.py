@@ -20,6 +20,7 @@ import yaml
 from provision import __version__
 from provision.ansible.bundle import Bundle
 from provision.ansible.nodefiles import external_etcd
+from provision.ansible.sources import Sources
 from provision.config.models import Cluster, Host, Role
 from provision.render.tree import Tree
 
@@ -28,6 +29,8 @@ ROLES_DIR = PLAYBOOKS / "roles"
 APPLIED_PATH = "/var/lib/kubeprov/applied.json"
 
 NODE_ROLES = ("os", "containerd", "runc", "cni-plugins", "crictl", "kubelet", "images")
+# Roles the node roles depend on (meta/main.yml): their edits must re-run prepare too.
+SHARED_ROLES = ("files", "apt-index", "kubernetes-repo", "kubernetes-artifact")
 
 
 def roles_for(cluster: Cluster, host: Host) -> list[str]:
@@ -63,12 +66,14 @@ class HostPlan:
         return self.applied["fingerprint"]
 
 
-def applied_record(cluster: Cluster, host: Host, roles: list[str], tree: Tree, bundle: Bundle | None, lab: bool) -> dict:
+def applied_record(cluster: Cluster, host: Host, roles: list[str], tree: Tree, bundle: Bundle | None, lab: bool,
+                   sources: Sources | None = None) -> dict:
     record = {
         "kubeprov": __version__,
-        "roles": {name: role_version(name) for name in roles},
+        "roles": {name: role_version(name) for name in roles + [d for d in SHARED_ROLES if set(roles) & set(NODE_ROLES + ("kubectl",))]},
         "files": {str(path): hashlib.sha256(f.content).hexdigest() + f" 0{f.mode:o}" for path, f in sorted(tree.items())},
         "binaries": dict(sorted((bundle.binaries if bundle else {}).items())),
+        "sources": sources.record() if sources else {},
         "images": {image.file: image.sha256 for image in (bundle.images if bundle else ())} if host in cluster.nodes else {},
         "settings": {"lab": lab, "groups": [r.value for r in host.roles], "etcdDataDir": cluster.etcd.data_dir},
     }
@@ -82,7 +87,7 @@ def ssh_args(host: Host, known_hosts: Path) -> str:
 
 
 def inventory(cluster: Cluster, plans: dict[str, HostPlan], *, render_dir: Path, bundle: Bundle | None,
-              known_hosts: Path, lab: bool) -> dict:
+              known_hosts: Path, lab: bool, sources: Sources | None = None) -> dict:
     from provision.ansible.nodefiles import by_role
 
     hosts = {}
@@ -114,6 +119,7 @@ def inventory(cluster: Cluster, plans: dict[str, HostPlan], *, render_dir: Path,
                 "kubeprov_lab": lab,
                 "kubeprov_bundle_dir": str(bundle.root.resolve()) if bundle else "",
                 "kubeprov_binaries": dict(bundle.binaries) if bundle else {},
+                "kubeprov_artifacts": sources.to_vars() if sources else {"source": "bundle", "components": {}},
                 "kubeprov_images": [{"file": i.file, "sha256": i.sha256, "refs": list(i.refs)} for i in bundle.images] if bundle else [],
                 "kubeprov_api_server_port": cluster.api_server_port,
                 "kubeprov_etcd_stacked": not external_etcd(cluster),

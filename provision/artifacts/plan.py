@@ -44,8 +44,13 @@ class AptRepository:
     key_url: str  # ASCII-armoured signing key
 
     @property
+    def key_path(self) -> str:
+        """Where hosts keep the key: armoured, named .asc, which apt (≥ 1.4) reads as is — no gpg needed."""
+        return f"/etc/apt/keyrings/{self.name}.asc"
+
+    @property
     def deb_line(self) -> str:
-        return f"deb [signed-by=/etc/apt/keyrings/{self.name}.asc] {self.url} {self.suite}"
+        return f"deb [signed-by={self.key_path}] {self.url} {self.suite}"
 
 
 @dataclass(frozen=True)
@@ -101,7 +106,7 @@ class ArtifactPlan:
             "kubernetes_version": self.kubernetes_version,
             "source": self.source.value,
             "bundle_dir": str(self.bundle_dir) if self.bundle_dir else None,
-            "repositories": [dataclasses.asdict(r) | {"deb_line": r.deb_line} for r in self.repositories],
+            "repositories": [dataclasses.asdict(r) | {"deb_line": r.deb_line, "key_path": r.key_path} for r in self.repositories],
             "artifacts": [one(a) for a in self.artifacts],
         }
 

@@ -176,7 +176,7 @@ def test_stand_in_binaries_placed_with_their_checksums_and_kubelet_enabled_not_s
     lab, bundle = prepared["lab"], prepared["bundle"]
     digest = {name: hashlib.sha256((bundle / "bin" / name).read_bytes()).hexdigest() for name in ("kubelet", "kubectl", "crictl")}
     for host in lab.hosts:
-        got = lab.ssh(host, "sha256sum /usr/bin/kubelet /usr/local/bin/crictl").stdout.split()
+        got = lab.ssh(host, "sha256sum /usr/bin/kubelet /usr/bin/crictl").stdout.split()  # the artifact plan's paths
         assert got[0::2] == [digest["kubelet"], digest["crictl"]]
         assert lab.ssh(host, "systemctl is-enabled kubelet").stdout.strip() == "enabled"
         assert lab.ssh(host, "systemctl is-active kubelet", check=False).stdout.strip() == "inactive"
