@@ -68,7 +68,10 @@ def test_the_wheel_lists_every_provision_package():
     config = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]
     on_disk = set(find_namespace_packages(where=str(REPO), include=["provision", "provision.*"]))
     on_disk = {name for name in on_disk if not name.endswith("__pycache__") and "__pycache__." not in name}
-    assert set(config["packages"]) == on_disk | {"provision.templates"}, "update [tool.setuptools] packages"
+    templates = {"provision.templates"} | {
+        f"provision.templates.{name}" for name in find_namespace_packages(where=str(REPO / "templates")) if "__pycache__" not in name
+    }
+    assert set(config["packages"]) == on_disk | templates, "update [tool.setuptools] packages"
     assert config["package-dir"] == {"provision.templates": "templates"}
 
 
