@@ -98,12 +98,28 @@ def prepare_args(setup, bundle: Path | None = None) -> list[str]:
     return ["prepare", "-c", str(setup["file"]), "--bundle", str(bundle or setup["bundle"]), "--lab"]
 
 
-def untouched(lab) -> None:
-    """Nothing prepare would have done is on any host."""
+# What prepare writes or installs, fingerprinted per host (path, mtime, mode, size: a rewrite with
+# the same content still moves the mtime). Compared before and after a refused run,
+# so the check holds whatever earlier tests (molecule converges the os/containerd roles on these
+# same hosts) left there.
+_STATE = (
+    "find /var/lib/kubeprov /etc/modules-load.d /etc/sysctl.d /etc/containerd /etc/kubernetes /opt/cni"
+    " /usr/bin/kubelet /usr/bin/kubectl /usr/lib/systemd/system/kubelet.service -xdev"
+    " \\( -type f -o -type l \\) -printf '%p %T@ %m %s\\n' 2>/dev/null | sort;"
+    " dpkg-query -W -f='${Package} ${Version} ${Status}\\n' 2>/dev/null | sha256sum;"
+    " systemctl is-enabled kubelet containerd etcd 2>&1"
+)
+
+
+def host_states(lab) -> dict[str, str]:
+    return {host.name: lab.ssh(host, _STATE, check=False).stdout for host in lab.hosts}
+
+
+def untouched(lab, before: dict[str, str]) -> None:
+    """No host changed in anything prepare writes or installs."""
+    after = host_states(lab)
     for host in lab.hosts:
-        probe = lab.ssh(host, "ls /var/lib/kubeprov/applied.json /etc/modules-load.d/k8s.conf /usr/bin/kubelet 2>/dev/null;"
-                              " dpkg-query -W -f='${Status}' containerd 2>/dev/null | grep -c 'ok installed'", check=False)
-        assert probe.stdout.split() == ["0"], f"{host.name} was changed: {probe.stdout!r}"
+        assert after[host.name] == before[host.name], f"{host.name} was changed by a refused prepare"
 
 
 def test_bundle_with_a_wrong_checksum_is_refused_before_anything_is_copied(setup):
@@ -111,17 +127,19 @@ def test_bundle_with_a_wrong_checksum_is_refused_before_anything_is_copied(setup
     shutil.copytree(setup["bundle"], bad)
     kubelet = bad / "bin" / "kubelet"
     kubelet.write_bytes(kubelet.read_bytes() + b"# tampered\n")  # SHA256SUMS still lists the old digest
+    before = host_states(setup["lab"])
     proc = kubeprov(*prepare_args(setup, bad))
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert "bin/kubelet: sha256 mismatch" in proc.stderr and "refusing the bundle" in proc.stderr
     assert "Traceback" not in proc.stderr
-    untouched(setup["lab"])
+    untouched(setup["lab"], before)
 
 
 def test_preflight_port_taken_fails_naming_host_and_reason_and_changes_nothing(setup):
     lab = setup["lab"]
     worker = lab.hosts[1]
     lab.ssh(worker, "systemd-run --unit kubeprov-test-port python3 -m http.server 10250 && sleep 1")
+    before = host_states(lab)
     try:
         proc = kubeprov(*prepare_args(setup))
     finally:
@@ -130,7 +148,7 @@ def test_preflight_port_taken_fails_naming_host_and_reason_and_changes_nothing(s
     assert f"{worker.name}: preflight: refuse a host that cannot run its roles: preflight failed on {worker.name}: " \
            "port 10250 is in use by python3" in proc.stderr.replace("\n", " ")
     assert "needed by kubelet" in proc.stderr
-    untouched(lab)
+    untouched(lab, before)
 
 
 @pytest.fixture(scope="module")
