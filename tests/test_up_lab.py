@@ -15,13 +15,12 @@ other lab tests must not inherit.
 from __future__ import annotations
 
 import json
-import os
 import re
 
 import pytest
 import yaml
 
-from provision.lab.testing import TestLab, unavailable_reason
+from provision.lab.testing import running_lab
 from testkit import run_cli
 
 pytestmark = [pytest.mark.lab, pytest.mark.integration]
@@ -36,21 +35,9 @@ HOST_STATE = ("find /etc /usr /opt /var/lib /var/backups -xdev -path /var/lib/sy
 
 @pytest.fixture(scope="module")
 def up_lab():
-    from provision.lab import lifecycle
-
-    reason = unavailable_reason()
-    if reason:
-        if os.environ.get("CI"):
-            pytest.fail(f"lab tests must run in CI: {reason}")
-        pytest.skip(reason)
-    name = f"u{os.getpid()}"[:12]
-    try:
-        info = lifecycle.up(name, 3)
-        yield TestLab(name=info.name, hosts=info.hosts, key=info.key, known_hosts=info.known_hosts,
-                      cluster_file=info.cluster_file, ansible_inventory=info.ansible_inventory,
-                      state_dir=info.state_dir, repo_url=info.repo_url)
-    finally:
-        lifecycle.down(name)
+    """A lab of its own: these tests change the hosts more than the shared `lab` may be changed."""
+    with running_lab("u") as own:
+        yield own
 
 
 @pytest.fixture(scope="module")

@@ -7,9 +7,11 @@ Outside CI it skips when the lab cannot exist here (not root, tools missing); wi
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import subprocess
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -63,26 +65,38 @@ def unavailable_reason() -> str | None:
 
 
 def remove_stale_test_labs() -> None:
-    """Labs left by test runs that were killed (named t<pid>, that pid gone)."""
+    """Labs left by test runs that were killed (named <letter><pid>, that pid gone)."""
     for state, _ in lifecycle.status():
-        match = re.fullmatch(r"t(\d+)", state.name)
+        match = re.fullmatch(r"[a-z](\d+)", state.name)
         if match and not Path(f"/proc/{match.group(1)}").exists():
             lifecycle.down(state.name)
 
 
-@pytest.fixture(scope="session")
-def lab():
+@contextlib.contextmanager
+def running_lab(prefix: str, hosts: int = HOSTS, *, name: str | None = None) -> Iterator[TestLab]:
+    """A lab named <prefix><pid> for as long as the block runs, removed even when it fails.
+
+    Skips where no lab can exist here (saying why); with CI set it fails instead. Tests that
+    change hosts beyond what others expect use their own prefix rather than the shared `lab`.
+    """
     reason = unavailable_reason()
     if reason:
         if os.environ.get("CI"):
             pytest.fail(f"lab tests must run in CI: {reason}")
         pytest.skip(reason)
     remove_stale_test_labs()
-    name = os.environ.get("KUBEPROV_TEST_LAB") or f"t{os.getpid()}"[:12]
+    name = name or f"{prefix}{os.getpid()}"[:12]
     try:
-        info = lifecycle.up(name, HOSTS)
+        info = lifecycle.up(name, hosts)
         yield TestLab(name=info.name, hosts=info.hosts, key=info.key, known_hosts=info.known_hosts,
                       cluster_file=info.cluster_file, ansible_inventory=info.ansible_inventory,
                       state_dir=info.state_dir, repo_url=info.repo_url)
     finally:
         lifecycle.down(name)
+
+
+@pytest.fixture(scope="session")
+def lab():
+    """The lab shared by the whole run (KUBEPROV_TEST_LAB names an existing one to reuse)."""
+    with running_lab("t", name=os.environ.get("KUBEPROV_TEST_LAB")) as shared:
+        yield shared

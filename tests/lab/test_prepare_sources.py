@@ -33,7 +33,7 @@ import yaml
 
 from provision.lab.layout import Layout
 from provision.lab.system import in_netns
-from provision.lab.testing import TestLab, unavailable_reason
+from provision.lab.testing import TestLab, running_lab
 
 pytestmark = [pytest.mark.lab, pytest.mark.integration]
 
@@ -51,21 +51,9 @@ def stand_in(name: str) -> str:
 
 @pytest.fixture(scope="module")
 def own_lab():
-    from provision.lab import lifecycle
-
-    reason = unavailable_reason()
-    if reason:
-        if os.environ.get("CI"):
-            pytest.fail(f"lab tests must run in CI: {reason}")
-        pytest.skip(reason)
-    name = f"s{os.getpid()}"[:12]
-    try:
-        info = lifecycle.up(name, 3)
-        yield TestLab(name=info.name, hosts=info.hosts, key=info.key, known_hosts=info.known_hosts,
-                      cluster_file=info.cluster_file, ansible_inventory=info.ansible_inventory,
-                      state_dir=info.state_dir, repo_url=info.repo_url)
-    finally:
-        lifecycle.down(name)
+    """A lab of its own: these tests change the hosts more than the shared `lab` may be changed."""
+    with running_lab("s") as own:
+        yield own
 
 
 def kubeprov(*args: str, env: dict | None = None, timeout: float = 900) -> subprocess.CompletedProcess:
