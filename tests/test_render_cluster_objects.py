@@ -10,7 +10,6 @@ kubernetes/kubernetes), cluster-info's kubeconfig by the real kubectl, and the w
 from __future__ import annotations
 
 import base64
-import copy
 import difflib
 import hashlib
 import ipaddress
@@ -23,7 +22,7 @@ from pathlib import Path, PurePosixPath
 import kubernetes_validate
 import pytest
 import yaml
-from testkit import VENV_BIN, hosts, run_cli
+from testkit import VENV_BIN, hosts, merge, run_cli
 from kubernetes_validate.utils import all_versions
 
 from provision.config.models import MAX_MINOR, MIN_MINOR, Cluster
@@ -50,18 +49,8 @@ BASE = {
 }
 
 
-def _merge(base: dict, overrides: dict) -> dict:
-    merged = copy.deepcopy(base)
-    for key, value in overrides.items():
-        if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = _merge(merged[key], value)
-        else:
-            merged[key] = copy.deepcopy(value)
-    return merged
-
-
 def make(**overrides) -> Cluster:
-    return Cluster.model_validate(_merge(BASE, overrides))
+    return Cluster.model_validate(merge(BASE, overrides))
 
 
 @pytest.fixture(scope="module")
@@ -175,7 +164,7 @@ def test_registered_and_written_by_render(tmp_path, pki):
     """`kubeprov render` puts these files under DIR/_cluster/ (the CLI, end to end)."""
     root, material = pki
     cluster_file = tmp_path / "cluster.yaml"
-    cluster_file.write_text(yaml.safe_dump(_merge(BASE, {"clusterDir": str(root)})))
+    cluster_file.write_text(yaml.safe_dump(merge(BASE, {"clusterDir": str(root)})))
     code, out, err = run_cli("render", "-c", cluster_file, "--out", tmp_path / "out")
     assert code == 0, err
     written = {p.name: p.read_bytes() for p in (tmp_path / "out" / "_cluster").iterdir()}

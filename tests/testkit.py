@@ -41,12 +41,12 @@ def hosts(control_planes: int = 1, workers: int = 0, *, prefix: str = "10.0.0") 
     return found
 
 
-def _merge(base: dict, overrides: dict) -> dict:
+def merge(base: dict, overrides: dict) -> dict:
     """Deep-merge mappings; any other value (lists included) replaces."""
     merged = copy.deepcopy(base)
     for key, value in overrides.items():
         if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = _merge(merged[key], value)
+            merged[key] = merge(merged[key], value)
         else:
             merged[key] = copy.deepcopy(value)
     return merged
@@ -63,7 +63,7 @@ def write_cluster(path: Path, **overrides) -> Path:
         "hosts": hosts(1),
         "clusterDir": str(path.parent / path.stem),
     }
-    path.write_text(yaml.safe_dump(_merge(base, overrides), sort_keys=False))
+    path.write_text(yaml.safe_dump(merge(base, overrides), sort_keys=False))
     return path
 
 
