@@ -13,7 +13,7 @@ import subprocess
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from provision.lab import aptrepo, cgroups, host, inventory, keys, limits, network, rootfs
@@ -39,7 +39,7 @@ class LabInfo:
     ansible_inventory: Path
     state_dir: Path
     repo_url: str
-    system_states: dict[str, str]
+    system_states: dict[str, str] = field(default_factory=dict)  # host → `systemctl is-system-running`
 
 
 class Steps:

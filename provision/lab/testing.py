@@ -12,7 +12,7 @@ import os
 import re
 import subprocess
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import pytest
@@ -26,19 +26,10 @@ HOSTS = 3
 
 
 @dataclass(frozen=True)
-class TestLab:
-    """The running lab: hosts (name, address, roles), the files to reach them, and an ssh helper."""
+class TestLab(lifecycle.LabInfo):
+    """The running lab (what `lab up` reports), plus helpers tests use to reach its hosts."""
 
     __test__ = False  # not a test class
-
-    name: str
-    hosts: list[LabHost]
-    key: Path
-    known_hosts: Path
-    cluster_file: Path
-    ansible_inventory: Path
-    state_dir: Path
-    repo_url: str
 
     def host(self, name: str) -> LabHost:
         return next(h for h in self.hosts if h.name == name)
@@ -88,9 +79,7 @@ def running_lab(prefix: str, hosts: int = HOSTS, *, name: str | None = None) -> 
     name = name or f"{prefix}{os.getpid()}"[:12]
     try:
         info = lifecycle.up(name, hosts)
-        yield TestLab(name=info.name, hosts=info.hosts, key=info.key, known_hosts=info.known_hosts,
-                      cluster_file=info.cluster_file, ansible_inventory=info.ansible_inventory,
-                      state_dir=info.state_dir, repo_url=info.repo_url)
+        yield TestLab(**{f.name: getattr(info, f.name) for f in fields(info)})
     finally:
         lifecycle.down(name)
 
