@@ -5,7 +5,9 @@ A JWS in compact form is `b64url(header).b64url(payload).b64url(signature)`; "de
 bootstrap signer writes one per token into cluster-info as `jws-kubeconfig-<token id>`; a
 joining node holding the token recomputes it over the `kubeconfig` value and so learns it can
 trust the CA inside. Signing: HS256 (HMAC-SHA256), key = the token secret zero-padded to 32
-bytes (go-jose wants HS256 keys that long), protected header {"alg":"HS256","kid":<token id>}.
+bytes (JOSE libraries refuse shorter HS256 keys; HMAC zero-pads any key shorter than its 64-byte
+block anyway, so the signature is the same as with the bare 16-byte secret, on every Kubernetes
+version), protected header {"alg":"HS256","kid":<token id>}.
 The header is serialised as go-jose does: compact JSON, keys sorted.
 """
 
