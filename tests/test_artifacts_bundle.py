@@ -22,7 +22,7 @@ from provision.artifacts import ArtifactError, Kind, plan_artifacts, stage, veri
 from provision.artifacts.images import image_refs
 from provision.artifacts.needs import images
 from provision.config.loader import cluster_from_data
-from testkit import run_cli
+from testkit import run_cli, stop
 
 DEBIAN = {
     "bin/etcd": "/usr/bin/etcd",
@@ -332,12 +332,7 @@ def test_real_containerd_imports_the_bundle_images_under_the_names_we_read(tmp_p
         check = subprocess.run([*ctr, "images", "check"], capture_output=True, text=True, check=True).stdout
         assert check.count("complete") == 3, check
     finally:
-        daemon.terminate()
-        try:
-            daemon.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            daemon.kill()
-            daemon.wait(timeout=15)
+        stop(daemon)
     assert str(run) not in Path("/proc/self/mounts").read_text()
 
 

@@ -15,6 +15,7 @@ from provision.config.loader import cluster_from_data
 from provision.errors import ConfigError
 from provision.pki.store import Material
 from provision.render.containerd import render_containerd
+from testkit import stop
 
 NO_PKI = Material(cas={}, sa=(b"", b""), leaves={}, kubeconfigs={})
 CONTAINERD = shutil.which("containerd")
@@ -177,12 +178,7 @@ def test_real_containerd_starts_with_the_config(tmp_path):
                      "NetworkPluginBinDir:/opt/cni/bin", "NetworkPluginConfDir:/etc/cni/net.d"):
             assert fact in started[0], fact
     finally:
-        daemon.terminate()
-        try:
-            daemon.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            daemon.kill()
-            daemon.wait(timeout=15)
+        stop(daemon)
         log.close()
     mounts = Path("/proc/self/mounts").read_text()
     assert str(run_dir) not in mounts, "containerd left a mount behind"

@@ -28,7 +28,7 @@ import kubernetes_validate
 import kubernetes_validate.utils
 import pytest
 import yaml
-from testkit import hosts, openssl_x509
+from testkit import hosts, openssl_x509, stop
 
 from provision.config.models import Cluster
 from provision.errors import ConfigError
@@ -359,12 +359,7 @@ def running_haproxy(cfg: bytes, tmp_path: Path):
     try:
         yield proc
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop(proc, timeout=10)
 
 
 def _get(url: str) -> tuple[int, str]:

@@ -202,3 +202,13 @@ def openssl_public_key(path: Path, *, of_cert: bool) -> str:
     if of_cert:
         return _openssl("x509", "-in", path, "-noout", "-pubkey")
     return _openssl("pkey", "-in", path, "-pubout")
+
+
+def stop(process: subprocess.Popen, timeout: float = 15) -> None:
+    """End a daemon a test started: SIGTERM, then SIGKILL if it has not exited within `timeout`."""
+    process.terminate()
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from provision.config.models import SSH, Host, Role
+from testkit import stop
 
 SSHD = "/usr/sbin/sshd"
 _fleet_numbers = itertools.count(1)
@@ -188,12 +189,7 @@ class SshdFleet:
         if process is None or process.poll() is not None:
             return
         children = _descendants(process.pid)  # per-connection sshd processes, set apart by setsid()
-        process.terminate()
-        try:
-            process.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop(process, timeout=5)
         for pid in children:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
