@@ -103,8 +103,8 @@ def test_roles_place_exactly_the_rendered_bytes_and_nothing_of_later_phases(clus
             assert full[host.name][path] == file, f"{host.name}:{path} differs from the renderer's"
         left = {p for p in full[host.name] if p not in placed}
         assert not any(str(p).startswith("/etc/kubernetes/manifests") for p in placed)
-        # What prepare leaves to later phases: manifests, kubeconfigs, the control plane's PKI
-        # (a control plane's etcd trust files included, when it is not an etcd member itself).
+        # What prepare leaves to sync: manifests, kubeconfigs, the control plane's PKI (a control
+        # plane's etcd trust files included, when it is not an etcd member itself).
         assert all(role_of(p) is None or (role_of(p) == "etcd" and host not in cluster.etcd_members) for p in left)
     etcd_host = cluster.host("e1")
     placed = render_for_prepare(cluster, etcd_host, material)

@@ -104,6 +104,41 @@ def test_sync_leaves_the_files_prepares_roles_place(stacked3):
         assert placed_by_roles not in tree
 
 
+TOPOLOGIES = {
+    "stacked-1cp": dict(hosts=hosts(1, 2)),
+    "stacked-3cp-haproxy": dict(hosts=hosts(3, 1), controlPlaneEndpoint="10.0.0.100:6443",
+                                loadBalancer={"mode": "haproxy-keepalived"}),
+    "external-etcd": dict(hosts=hosts(1, 1) + [{"name": f"e{i}", "address": f"192.0.2.{50 + i}", "roles": ["etcd"]}
+                                               for i in (1, 2, 3)], etcd={"topology": "external"}),
+}
+
+
+@pytest.mark.parametrize("topology", TOPOLOGIES)
+def test_every_rendered_file_has_exactly_one_writer(make_cluster, topology):
+    """prepare's roles and sync split each host's rendered tree between them: no file is written by
+    both, and none falls between them (stacked etcd's certificates once did)."""
+    from provision.ansible.nodefiles import render_for_prepare
+    from provision.pki import PKIStore
+    from provision.render import render_hosts
+
+    cluster = load_cluster(make_cluster(**TOPOLOGIES[topology]), None)
+    PKIStore(cluster).generate()
+    ctx = UpContext(cluster, UpOptions(), transport=None)
+    for host in cluster.hosts:
+        rendered = render_hosts(cluster, ctx.material)[host.name]
+        by_prepare = render_for_prepare(cluster, host, ctx.material)
+        by_sync = desired_tree(ctx, host, joined=True)
+        assert not set(by_prepare) & set(by_sync), host.name
+        assert set(by_prepare) | set(by_sync) == set(rendered), f"{host.name}: {set(rendered) - set(by_prepare) - set(by_sync)}"
+        for path, file in {**by_prepare, **by_sync}.items():
+            assert file == rendered[path], f"{host.name}:{path}"
+    if topology.startswith("stacked"):
+        # Stacked etcd's own certificates reach every control plane (etcd and the API server read them).
+        for host in cluster.control_planes:
+            pushed = {str(p) for p in desired_tree(ctx, host, joined=True)}
+            assert {f"/etc/kubernetes/pki/etcd/{n}" for n in ("ca.crt", "peer.crt", "peer.key", "server.crt", "server.key")} <= pushed
+
+
 def test_join_token_is_kept_private_and_reused(stacked3):
     ctx = UpContext(stacked3, UpOptions(), transport=None)
     first = ensure_token(ctx)

@@ -84,6 +84,7 @@ class UpContext:
     _material: object = None
     _rendered: tuple | None = None
     _joined: dict[str, bool] = field(default_factory=dict)
+    _prepare_paths: dict[str, set] = field(default_factory=dict)
     token: object = None  # the bootstrap token of this run (bootstrap-token phase)
 
     # --- shared things, made on first use (a resumed run skips the phases that made them) ------
@@ -116,6 +117,14 @@ class UpContext:
 
             self._rendered = (render_hosts(self.cluster, self.material), render_cluster(self.cluster, self.material))
         return self._rendered
+
+    def placed_by_prepare(self, host: Host) -> set[PurePosixPath]:
+        """The rendered paths that prepare's roles write on `host` (the rest is sync's)."""
+        from provision.ansible.nodefiles import render_for_prepare
+
+        if host.name not in self._prepare_paths:
+            self._prepare_paths[host.name] = set(render_for_prepare(self.cluster, host, self.material))
+        return self._prepare_paths[host.name]
 
     def prepare_options(self):
         from provision.prepare import Options
@@ -294,12 +303,6 @@ def plan_render(ctx: UpContext):
     yield None, f"render every host's files and the cluster objects under {ctx.cluster_dir / 'rendered'} (local only)"
 
 
-def placed_by_prepare(path: PurePosixPath) -> bool:
-    from provision.ansible.nodefiles import role_of
-
-    return role_of(path) is not None
-
-
 def bootstrap_overrides(cluster: Cluster, host: Host, joined: bool) -> dict:
     """The files that differ from the rendered steady state while the cluster is being built."""
     from provision.render import etcd, staticpod
@@ -322,8 +325,10 @@ def bootstrap_overrides(cluster: Cluster, host: Host, joined: bool) -> dict:
 
 
 def desired_tree(ctx: UpContext, host: Host, *, joined: bool | None = None) -> dict:
+    """What sync pushes to `host`: every rendered file that prepare's roles do not place. Computed
+    as the complement of prepare's own tree, so each rendered file has exactly one writer."""
     trees, _ = ctx.rendered()
-    tree = {path: f for path, f in trees[host.name].items() if not placed_by_prepare(path)}
+    tree = {path: f for path, f in trees[host.name].items() if path not in ctx.placed_by_prepare(host)}
     tree.update(bootstrap_overrides(ctx.cluster, host, ctx.joined(host) if joined is None else joined))
     return tree
 
