@@ -115,7 +115,9 @@ def test_stacked_pod_flags_and_volumes(tmp_path):
     assert flags["listen-client-urls"] == "https://127.0.0.1:2379,https://10.0.83.12:2379"
     assert flags["advertise-client-urls"] == "https://10.0.83.12:2379"
     assert flags["listen-peer-urls"] == flags["initial-advertise-peer-urls"] == "https://10.0.83.12:2380"
-    assert flags["initial-cluster"] == "cp1=https://10.0.83.11:2380,cp2=https://10.0.83.12:2380,cp3=https://10.0.83.13:2380"
+    # cp2 joins the running cp1: the members up to itself, an existing cluster.
+    assert flags["initial-cluster"] == "cp1=https://10.0.83.11:2380,cp2=https://10.0.83.12:2380"
+    assert flags["initial-cluster-state"] == "existing"
     assert flags["listen-metrics-urls"] == "http://127.0.0.1:2381"
     assert flags["client-cert-auth"] == flags["peer-client-cert-auth"] == "true"
     assert flags["data-dir"] == "/var/lib/etcd" and flags["snapshot-count"] == "10000"
@@ -182,10 +184,25 @@ def members_running(commands: list[tuple[list[str], dict[str, str], Path]]):
             handle.close()
 
 
-def wait_healthy(endpoint: str, pki: Path, logs: list[Path], procs, timeout: float = 30) -> str:
-    argv = [ETCDCTL, f"--endpoints={endpoint}", f"--cacert={pki / 'ca.crt'}",
-            f"--cert={pki / 'healthcheck-client.crt'}", f"--key={pki / 'healthcheck-client.key'}",
-            "endpoint", "health", "--cluster"]
+def _etcdctl(endpoint: str, pki: Path, *args: str) -> list[str]:
+    return [ETCDCTL, f"--endpoints={endpoint}", f"--cacert={pki / 'ca.crt'}",
+            f"--cert={pki / 'healthcheck-client.crt'}", f"--key={pki / 'healthcheck-client.key'}", *args]
+
+
+def member_add(endpoint: str, pki: Path, name: str, peer_url: str, timeout: float = 30) -> None:
+    """etcd refuses a member add while the last one joined less than 5 s ago ("unhealthy cluster")."""
+    deadline = time.monotonic() + timeout
+    while True:
+        run = subprocess.run(_etcdctl(endpoint, pki, "member", "add", name, f"--peer-urls={peer_url}"),
+                             capture_output=True, text=True, env={**os.environ, "ETCDCTL_API": "3"}, timeout=20)
+        if run.returncode == 0:
+            return
+        assert "unhealthy cluster" in run.stderr and time.monotonic() < deadline, run.stderr
+        time.sleep(1)
+
+
+def wait_healthy(endpoint: str, pki: Path, logs: list[Path], procs, timeout: float = 30, members: int = 3) -> str:
+    argv = _etcdctl(endpoint, pki, "endpoint", "health", "--cluster")
     deadline = time.monotonic() + timeout
     last = ""
     while time.monotonic() < deadline:
@@ -194,7 +211,7 @@ def wait_healthy(endpoint: str, pki: Path, logs: list[Path], procs, timeout: flo
             pytest.fail("etcd exited:\n" + "\n".join(Path(d).read_text()[-3000:] for d in dead))
         run = subprocess.run(argv, capture_output=True, text=True, env={**os.environ, "ETCDCTL_API": "3"}, timeout=20)
         last = run.stdout + run.stderr
-        if run.returncode == 0 and last.count("is healthy") == 3:
+        if run.returncode == 0 and last.count("is healthy") == members:
             return last
         time.sleep(0.5)
     pytest.fail(f"cluster not healthy within {timeout}s:\n{last}\n" + "\n".join(l.read_text()[-2000:] for l in logs))
@@ -235,9 +252,17 @@ def test_stacked_static_pods_form_a_healthy_tls_cluster(tmp_path, version):
         commands.append((argv, {"PATH": os.environ["PATH"]}, log))
         logs.append(log)
         probes.append((container, ports[2381]))
-    with members_running(commands) as procs:
-        pki = root / "cp1" / "etc/kubernetes/pki/etcd"
-        out = wait_healthy("https://127.0.83.11:2379", pki, logs, procs)
+    # The join protocol the manifests are rendered for (kubeadm's): the first member forms the
+    # cluster alone; each next one is `member add`-ed, then starts with the members up to itself.
+    pki = root / "cp1" / "etc/kubernetes/pki/etcd"
+    first = "https://127.0.83.11:2379"
+    with contextlib.ExitStack() as stack:
+        procs = []
+        for i, host in enumerate(cluster.control_planes, start=1):
+            if i > 1:
+                member_add(first, pki, host.name, f"https://127.0.83.1{i}:2380")
+            procs += stack.enter_context(members_running(commands[i - 1:i]))
+            out = wait_healthy(first, pki, logs[:i], procs, members=i)
         assert all(f"https://127.0.83.1{i}:2379 is healthy" in out for i in (1, 2, 3)), out
         # The liveness probe's path answers healthy where etcd 3.4 has it (/livez is etcd ≥ 3.5.11).
         for container, metrics_port in probes:

@@ -304,24 +304,11 @@ def plan_render(ctx: UpContext):
 
 
 def bootstrap_overrides(cluster: Cluster, host: Host, joined: bool) -> dict:
-    """The files that differ from the rendered steady state while the cluster is being built."""
-    from provision.render import etcd, staticpod
+    """The files that differ from the rendered steady state while the cluster is being built:
+    kube-vip's variant once the host has joined (super-admin.conf until kubeadm:cluster-admins exists)."""
     from provision.render.ha import render_kube_vip_after_bootstrap
 
-    out: dict = {}
-    cps = cluster.control_planes
-    stacked = cluster.etcd.topology is EtcdTopology.STACKED
-    if not joined and stacked and len(cps) > 1 and host in cps:
-        index = cps.index(host)
-        members = cps[: index + 1]
-        args = dict(cluster.etcd.extra_args)
-        args["initial-cluster"] = ",".join(f"{m.name}={etcd.peer_url(m.advertise_address)}" for m in members)
-        args["initial-cluster-state"] = "new" if index == 0 else "existing"
-        growing = cluster.model_copy(update={"etcd": cluster.etcd.model_copy(update={"extra_args": args})})
-        out[staticpod.manifest_path("etcd")] = staticpod.manifest(etcd.etcd_pod(growing, host))
-    if joined:
-        out.update(render_kube_vip_after_bootstrap(cluster, host))
-    return out
+    return render_kube_vip_after_bootstrap(cluster, host) if joined else {}
 
 
 def desired_tree(ctx: UpContext, host: Host, *, joined: bool | None = None) -> dict:

@@ -10,11 +10,12 @@ What moved between Kubernetes 1.28 and 1.35 (each kubeadm decides it from the et
   into the InitialCorruptCheck feature gate and dropped the experimental- prefix of
   --watch-progress-notify-interval; kubeadm passes the 3.6 spellings when its etcd is ≥ 3.6.0.
 
-Membership: kubeprov renders the FINAL membership — every member in --initial-cluster — which
-is also how a cluster whose members all start together forms. Growing a running cluster is the
-join phase's job, as in kubeadm: `member add --learner` on the existing cluster, start the new
-member with --initial-cluster-state=existing and the members so far, then promote it; once its
-data dir exists etcd ignores every --initial-* flag, so the rendered steady state stays valid.
+Membership: external members start together, so each gets every member in --initial-cluster.
+Stacked members join one at a time, as kubeadm's join does: the n-th control plane (host order)
+is `member add`-ed to the running cluster and starts with --initial-cluster-state=existing and the
+members up to itself. That is what kubeprov renders for it, and keeps: once its data dir exists
+etcd ignores every --initial-* flag, so the manifest never has to change (and etcd never restart)
+after the join.
 """
 
 from __future__ import annotations
@@ -61,13 +62,16 @@ def etcd_flags(cluster: Cluster, host: Host) -> dict[str, str]:
     """kubeadm's etcd flags for `host`, before etcd.extraArgs."""
     address = host.advertise_address
     loopback = staticpod.loopback_for(address)
+    members = cluster.etcd_members
+    if cluster.etcd.topology is EtcdTopology.STACKED:
+        members = members[: [m.name for m in members].index(host.name) + 1]  # those before it, and itself
     base = {
         "name": host.name,
         "advertise-client-urls": client_url(address),
         "listen-client-urls": f"{client_url(loopback)},{client_url(address)}",
         "listen-peer-urls": peer_url(address),
         "initial-advertise-peer-urls": peer_url(address),
-        "initial-cluster": ",".join(f"{m.name}={peer_url(m.advertise_address)}" for m in cluster.etcd_members),
+        "initial-cluster": ",".join(f"{m.name}={peer_url(m.advertise_address)}" for m in members),
         "data-dir": cluster.etcd.data_dir,
         "cert-file": str(ETCD_PKI / "server.crt"),
         "key-file": str(ETCD_PKI / "server.key"),
@@ -80,6 +84,8 @@ def etcd_flags(cluster: Cluster, host: Host) -> dict[str, str]:
         "snapshot-count": "10000",
         "listen-metrics-urls": _url("http", loopback, METRICS_PORT),
     }
+    if len(members) > 1 and cluster.etcd.topology is EtcdTopology.STACKED:
+        base["initial-cluster-state"] = "existing"  # a joining member; the first one forms the cluster ("new")
     if etcd_version(cluster) >= (3, 6, 0):
         base["feature-gates"] = "InitialCorruptCheck=true"
         base["watch-progress-notify-interval"] = "5s"
