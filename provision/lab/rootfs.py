@@ -55,6 +55,34 @@ ExecStart=/bin/sh -c 'for d in /sys/fs/cgroup/*/; do mount -o remount,bind,rw "$
 WantedBy=sysinit.target
 """
 
+# The kubelet sets these kernel-wide tunables at start and exits when it cannot (/proc/sys is
+# read-only in a host). They are never changed on this machine: in each host, a small file holding
+# the wanted value is bind-mounted over each /proc/sys entry that differs, which only that host sees.
+KUBELET_KERNEL_TUNABLES = {
+    "vm/overcommit_memory": "1", "vm/panic_on_oom": "0", "kernel/panic": "10", "kernel/panic_on_oops": "1",
+    "kernel/keys/root_maxkeys": "1000000", "kernel/keys/root_maxbytes": "25000000",
+}
+TUNABLES_SCRIPT = "#!/bin/sh\n# kubeprov lab: the kubelet's kernel tunables, seen by this host only (see rootfs.py)\n" \
+    "mkdir -p /run/kubeprov-lab/sysctl\n" + "".join(
+        f"[ \"$(cat /proc/sys/{key})\" = {value} ] || {{ echo {value} > /run/kubeprov-lab/sysctl/{key.replace('/', '.')} && "
+        f"mount --bind /run/kubeprov-lab/sysctl/{key.replace('/', '.')} /proc/sys/{key}; }}\n"
+        for key, value in KUBELET_KERNEL_TUNABLES.items())
+TUNABLES_UNIT = """\
+[Unit]
+Description=The kubelet's kernel tunables, for this host only (kubeprov lab)
+DefaultDependencies=no
+After=systemd-sysctl.service
+Before=sysinit.target
+
+[Service]
+Type=oneshot
+RemainAfterExit=yes
+ExecStart=/usr/local/sbin/kubeprov-lab-tunables
+
+[Install]
+WantedBy=sysinit.target
+"""
+
 SSHD_CONFIG = """\
 # kubeprov lab: one ed25519 host key per host, made when the host is created
 HostKey /etc/ssh/ssh_host_ed25519_key
@@ -69,7 +97,8 @@ JOURNALD_CONFIG = "[Journal]\nReadKMsg=no\nStorage=persistent\n"
 
 def recipe() -> dict:
     return {"suite": SUITE, "mirror": MIRROR, "packages": sorted(PACKAGES), "repo": sorted(aptrepo.PACKAGES),
-            "masked": sorted(MASKED_UNITS), "cgroup_unit": CGROUP_RW_UNIT, "sshd": SSHD_CONFIG,
+            "masked": sorted(MASKED_UNITS), "cgroup_unit": CGROUP_RW_UNIT,
+            "tunables": TUNABLES_SCRIPT, "tunables_unit": TUNABLES_UNIT, "sshd": SSHD_CONFIG,
             "journald": JOURNALD_CONFIG, "format": 1}
 
 
@@ -149,6 +178,12 @@ def _configure(root: Path) -> None:
     (units / "kubeprov-cgroup-rw.service").write_text(CGROUP_RW_UNIT)
     (units / "sysinit.target.wants").mkdir(parents=True, exist_ok=True)
     _symlink(units / "sysinit.target.wants/kubeprov-cgroup-rw.service", "/etc/systemd/system/kubeprov-cgroup-rw.service")
+    (units / "kubeprov-tunables.service").write_text(TUNABLES_UNIT)
+    _symlink(units / "sysinit.target.wants/kubeprov-tunables.service", "/etc/systemd/system/kubeprov-tunables.service")
+    script = root / "usr/local/sbin/kubeprov-lab-tunables"
+    script.parent.mkdir(parents=True, exist_ok=True)
+    script.write_text(TUNABLES_SCRIPT)
+    script.chmod(0o755)
     for unit in MASKED_UNITS:
         _symlink(units / unit, "/dev/null")
     # Empty machine-id: every host gets its own in its overlay.

@@ -94,6 +94,16 @@ def test_hosts_have_what_a_kubelet_needs(lab):
     assert lab.ssh(host, "cat /proc/sys/net/ipv4/ip_forward /proc/sys/net/ipv4/conf/all/route_localnet").stdout.split() == ["1", "1"]
 
 
+def test_hosts_show_the_kubelets_kernel_tunables_and_the_machine_keeps_its_own(lab):
+    """The kubelet exits unless these read as it wants; the machine's own values stay untouched."""
+    keys = list(rootfs.KUBELET_KERNEL_TUNABLES)
+    machine_before = [open(f"/proc/sys/{k}").read().strip() for k in keys]
+    for host in lab.hosts:
+        seen = lab.ssh(host, "cat " + " ".join(f"/proc/sys/{k}" for k in keys)).stdout.split()
+        assert seen == list(rootfs.KUBELET_KERNEL_TUNABLES.values()), host.name
+    assert [open(f"/proc/sys/{k}").read().strip() for k in keys] == machine_before
+
+
 def _ns(netns: str, *args: str) -> str:
     return subprocess.run(["nsenter", f"--net=/run/netns/{netns}", *args], capture_output=True, text=True,
                           check=True).stdout
