@@ -40,7 +40,9 @@ def expected_kubeconfigs(minor: int, endpoint: str, port: int, doc_hosts: list[d
         if "control-plane" in host["roles"]:
             found[f"nodes/{host['name']}/controller-manager.conf"] = ("system:kube-controller-manager", [], local)
             found[f"nodes/{host['name']}/scheduler.conf"] = ("system:kube-scheduler", [], local)
-        found[f"nodes/{host['name']}/kubelet.conf"] = (f"system:node:{host['name']}", ["system:nodes"], endpoint)
+        # A control plane's kubelet talks to its own API server (kubeadm's ControlPlaneKubeletLocalMode).
+        kubelet_server = local if "control-plane" in host["roles"] else endpoint
+        found[f"nodes/{host['name']}/kubelet.conf"] = (f"system:node:{host['name']}", ["system:nodes"], kubelet_server)
     return found
 
 

@@ -99,15 +99,16 @@ def test_two_renews_in_one_second_keep_both_backups(make_cluster):
 
 
 def test_new_endpoint_makes_kubeconfigs_stale_until_renewed(make_cluster):
-    """Moving controlPlaneEndpoint: admin.conf and kubelet.conf must point at it; the scheduler's
-    kubeconfig (its own control plane's address) stays valid."""
-    path = make_cluster(controlPlaneEndpoint="10.0.0.11:6443")
+    """Moving controlPlaneEndpoint: admin.conf and a worker's kubelet.conf must point at it; the
+    scheduler's and the control plane's kubelet kubeconfigs (its own address) stay valid."""
+    path = make_cluster(controlPlaneEndpoint="10.0.0.11:6443", hosts=hosts(1, 1))
     assert run_cli("certs", "generate", "-c", path)[0] == 0
-    make_cluster(controlPlaneEndpoint="api.moved.example:6443")
+    make_cluster(controlPlaneEndpoint="api.moved.example:6443", hosts=hosts(1, 1))
     rc, out, err = run_cli("certs", "generate", "-c", path)
     assert rc == 0, out + err
-    stale = {line.split()[1] for line in out.splitlines() if line.startswith("stale")}
-    assert stale == {"apiserver", "admin.conf", "super-admin.conf", "kubelet.conf"}, out
+    stale = {tuple(line.split()[1:3]) for line in out.splitlines() if line.startswith("stale")}
+    assert {name for name, _ in stale} == {"apiserver", "admin.conf", "super-admin.conf", "kubelet.conf"}, out
+    assert not any(name == "kubelet.conf" and "cp1" in where for name, where in stale), out
     assert "https://api.moved.example:6443" in out
 
     rc, out, err = run_cli("certs", "renew", "admin.conf", "super-admin.conf", "kubelet.conf", "apiserver", "-c", path)

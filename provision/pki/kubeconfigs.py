@@ -2,7 +2,11 @@
 
 admin.conf and super-admin.conf point at the controlPlaneEndpoint; controller-manager.conf and
 scheduler.conf at the local API server of their own control plane (kubeadm ≥ 1.26 does the same,
-so they keep working when the endpoint's load balancer does not); kubelet.conf at the endpoint.
+so they keep working when the endpoint's load balancer does not); kubelet.conf at the endpoint on
+workers and, on control planes, at their own API server (kubeadm's ControlPlaneKubeletLocalMode,
+on by default from 1.33): a control plane's kubelet then never depends on the VIP, which its own
+static pods (keepalived, kube-vip) provide, so its mirror pods and Node appear as soon as its
+API server answers.
 Credentials are embedded (client-certificate-data), as kubeadm does.
 """
 
@@ -31,8 +35,11 @@ def local_url(cluster: Cluster, host: Host) -> str:
 
 
 def kubelet_url(cluster: Cluster, host: Host) -> str:
-    """The endpoint, except for workers behind the local API load balancer (render/ha.py)."""
-    if cluster.load_balancer.worker_local_lb and not host.has(Role.CONTROL_PLANE):
+    """A control plane's own API server; the endpoint for workers, or their local API load
+    balancer (render/ha.py) when they have one."""
+    if host.has(Role.CONTROL_PLANE):
+        return local_url(cluster, host)
+    if cluster.load_balancer.worker_local_lb:
         return server_url("127.0.0.1", cluster.load_balancer.worker_local_lb_port)
     return endpoint_url(cluster)
 
