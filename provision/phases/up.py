@@ -169,10 +169,6 @@ def _check(ctx: UpContext, host: Host, command: str, what: str, timeout: float |
     return result
 
 
-def _hosts_line(hosts: list[Host]) -> str:
-    return ", ".join(h.name for h in hosts)
-
-
 # --- certs, kubeconfigs ---------------------------------------------------------------------
 
 
@@ -364,12 +360,19 @@ def external(ctx: UpContext) -> bool:
 def run_etcd_install(ctx: UpContext) -> None:
     from provision import prepare
     from provision.ansible.runner import run_playbook
+    from provision.ansible import applied
     from provision.fsutil import atomic_write, ensure_private_dir
 
-    _, _, inventory = prepare.plan(ctx.cluster, ctx.prepare_options())
+    plans, _, inventory = prepare.plan(ctx.cluster, ctx.prepare_options())
+    members = ctx.cluster.etcd_members
+    # Members that prepare already brought to this exact state (its record, services active) need no Ansible.
+    states = applied.check(ctx.transport, {h.name: plans[h.name] for h in members}, parallel=ctx.options.parallel)
+    if all(state.current for state in states):
+        for h in members:
+            ctx.say(h.name, "etcd member already has this exact state; Ansible not run")
+        return
     playbook = ensure_private_dir(ctx.cluster_dir / "up") / "etcd.yml"
     atomic_write(playbook, ETCD_PLAYBOOK.encode(), 0o644, replace=True)
-    members = ctx.cluster.etcd_members
     result = run_playbook(str(playbook.resolve()), inventory, [h.name for h in members], on_update=_progress(ctx),
                           forks=ctx.options.parallel, work_dir=inventory.parent)
     if not result.ok:
@@ -386,14 +389,6 @@ def etcdctl(cluster: Cluster, *args: str) -> str:
     return shlex.join(["env", "ETCDCTL_API=3", "etcdctl", f"--endpoints={endpoints}", f"--cacert={ETCD_PKI}/ca.crt",
                        f"--cert={ETCD_PKI}/healthcheck-client.crt", f"--key={ETCD_PKI}/healthcheck-client.key",
                        "--command-timeout=5s", *args])
-
-
-def etcdctl_in_pod(host: Host) -> list[str]:
-    """kubectl arguments running etcdctl inside a stacked member's pod (the image has etcdctl and
-    the pod mounts the etcd PKI), against that member's loopback client URL."""
-    return ["-n", "kube-system", "exec", f"etcd-{host.name}", "--", "etcdctl", "--endpoints=https://127.0.0.1:2379",
-            f"--cacert={ETCD_PKI}/ca.crt", f"--cert={ETCD_PKI}/healthcheck-client.crt",
-            f"--key={ETCD_PKI}/healthcheck-client.key"]
 
 
 def run_etcd_health(ctx: UpContext, timeout: float = 60.0) -> None:
@@ -540,19 +535,33 @@ def run_addons(ctx: UpContext) -> None:
 
 
 def etcd_member_add(ctx: UpContext, host: Host) -> None:
-    """Add `host` to the stacked etcd through the first member's pod, unless it is a member."""
+    """Add `host` to the stacked etcd through the first member, unless it is a member already."""
+    from provision.kube import etcd_members
     from provision.render.etcd import peer_url
 
     first = ctx.cluster.first_control_plane
-    kubectl = ctx.kubectl(bootstrap=True)
-    base = etcdctl_in_pod(first)
-    members = json.loads(kubectl.run(*base, "member", "list", "-w", "json").stdout)
     url = peer_url(host.advertise_address)
-    if any(url in m.get("peerURLs", []) for m in members.get("members", [])):
+    if any(url in m.peer_urls for m in etcd_members.members(ctx.transport, first)):
         ctx.say(host.name, "already an etcd member")
         return
-    kubectl.run(*base, "member", "add", host.name, f"--peer-urls={url}")
+    etcd_members.add(ctx.transport, first, url)
     ctx.say(host.name, "added as an etcd member", "changed")
+
+
+def wait_etcd_healthy(ctx: UpContext, hosts: list[Host], timeout: float) -> None:
+    """Each stacked member answers its own /health (what the kubelet's probe asks)."""
+    from provision.kube import etcd_members
+
+    deadline = time.monotonic() + timeout
+    for host in hosts:
+        while True:
+            ok, said = etcd_members.healthy(ctx.transport, host)
+            if ok:
+                break
+            if time.monotonic() > deadline:
+                raise KubeprovError(f"{host.name}: etcd is not healthy after {timeout:g} s (/health: {said or 'no answer'}); "
+                                    "see `crictl logs` of its etcd container there")
+            time.sleep(1)
 
 
 def run_join_control_planes(ctx: UpContext) -> None:
@@ -601,33 +610,50 @@ def run_finalize(ctx: UpContext) -> None:
                 ctx.kubectl(host).wait_ready(ctx.options.api_timeout)
 
 
+def _condition_ready(obj: dict) -> bool:
+    return any(c["type"] == "Ready" and c["status"] == "True" for c in obj["status"].get("conditions", []))
+
+
+def expected_static_pods(cluster: Cluster) -> list[str]:
+    """The mirror pods every control plane must show: its components, stacked etcd, the HA pods."""
+    from provision.render.ha import render_ha
+
+    names = []
+    for host in cluster.control_planes:
+        components = ["kube-apiserver", "kube-controller-manager", "kube-scheduler"]
+        if cluster.etcd.topology is EtcdTopology.STACKED:
+            components.append("etcd")
+        components += [PurePosixPath(p).stem for p in render_ha(cluster, host, None) if str(p).startswith("/etc/kubernetes/manifests/")]
+        names += [f"{c}-{host.name}" for c in components]
+    return sorted(names)
+
+
 def run_verify(ctx: UpContext) -> None:
     kubectl = ctx.kubectl(local=False)  # admin.conf against the endpoint: what a user will use
     can = kubectl.run("auth", "can-i", "*", "*").stdout.strip()
     if can != "yes":
         raise KubeprovError(f"admin.conf cannot act as cluster admin (`kubectl auth can-i '*' '*'` says {can!r})")
+    expected = expected_static_pods(ctx.cluster)
     deadline = time.monotonic() + ctx.options.node_timeout
     while True:
         nodes = kubectl.get_json("nodes")["items"]
-        ready = {n["metadata"]["name"] for n in nodes
-                 if any(c["type"] == "Ready" and c["status"] == "True" for c in n["status"].get("conditions", []))}
-        pods = kubectl.get_json("pods", "-n", "kube-system")["items"]
-        control = [p for p in pods if p["metadata"].get("labels", {}).get("tier") == "control-plane"]
-        not_running = [p["metadata"]["name"] for p in control if p["status"].get("phase") != "Running"]
+        ready = {n["metadata"]["name"] for n in nodes if _condition_ready(n)}
+        pods = {p["metadata"]["name"]: p for p in kubectl.get_json("pods", "-n", "kube-system")["items"]}
+        not_ready = [name for name in expected if name not in pods or not _condition_ready(pods[name])]
         missing = [h.name for h in ctx.cluster.nodes if h.name not in ready]
-        if not missing and not not_running and control:
+        if not missing and not not_ready:
             break
         if time.monotonic() > deadline:
-            raise KubeprovError(f"not ready after {ctx.options.node_timeout:g} s: nodes {missing or 'ok'}, "
-                                f"control-plane pods not running {not_running or 'none found'}")
-        time.sleep(3)
+            raise KubeprovError(f"not ready after {ctx.options.node_timeout:g} s: nodes {', '.join(missing) or 'ok'}; "
+                                f"control-plane pods not Ready: {', '.join(not_ready) or 'none'}")
+        time.sleep(2)
     if external(ctx):
         run_etcd_health(ctx)
     else:
-        kubectl.run(*etcdctl_in_pod(ctx.cluster.first_control_plane), "endpoint", "health", "--cluster")
+        wait_etcd_healthy(ctx, ctx.cluster.control_planes, timeout=30)
     for h in ctx.cluster.nodes:
         ctx.say(h.name, "Ready")
-    ctx.say("local", f"{len(control)} control-plane pods Running, etcd healthy, admin.conf works: "
+    ctx.say("local", f"{len(expected)} control-plane pods Ready, etcd healthy, admin.conf works: "
                      f"{ctx.store.kubeconfig_path('admin.conf', None)}")
 
 

@@ -1,0 +1,103 @@
+"""Stacked etcd's membership and health, asked of a member on its own host.
+
+Why not `kubectl exec etcd-<host> -- etcdctl`: that needs the member's mirror pod, and a kubelet
+whose static pods started while the API endpoint was unreachable (a VIP held by a static-pod
+keepalived) may not create mirror pods until it restarts. Control planes have no etcdctl of their
+own (it lives in etcd's image). So kubeprov talks to etcd's JSON gateway (/v3/cluster/member/…,
+etcd ≥ 3.4) on the member's loopback client URL with the healthcheck client certificate, through a
+few lines of python3 on the host (Ansible needs python3 there anyway), and reads health from the
+member's plain-HTTP metrics listener, as the kubelet's probe does.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+from dataclasses import dataclass
+
+from tenacity import retry, retry_if_exception, stop_after_delay, wait_exponential
+
+from provision.config.models import Host
+from provision.errors import KubeprovError
+from provision.render import staticpod
+from provision.render.etcd import CLIENT_PORT, ETCD_PKI, METRICS_PORT
+
+# Runs on the host: POST a JSON body to etcd's gateway, print the answer; exit 3 on an HTTP error.
+_GATEWAY = """\
+import ssl, sys, urllib.error, urllib.request
+url, pki, body = sys.argv[1:4]
+tls = ssl.create_default_context(cafile=pki + "/ca.crt")
+tls.load_cert_chain(pki + "/healthcheck-client.crt", pki + "/healthcheck-client.key")
+request = urllib.request.Request(url, data=body.encode(), method="POST", headers={"Content-Type": "application/json"})
+try:
+    with urllib.request.urlopen(request, context=tls, timeout=10) as answer:
+        sys.stdout.write(answer.read().decode())
+except urllib.error.HTTPError as error:
+    sys.stdout.write(error.read().decode())
+    sys.exit(3)
+"""
+
+
+@dataclass(frozen=True)
+class Member:
+    id: str
+    name: str  # empty until the added member has started
+    peer_urls: tuple[str, ...]
+    client_urls: tuple[str, ...]
+
+    @property
+    def started(self) -> bool:
+        return bool(self.name and self.client_urls)
+
+
+class EtcdRefused(KubeprovError):
+    """etcd answered with an error (e.g. "etcdserver: unhealthy cluster")."""
+
+
+def _loopback(host: Host) -> str:
+    return staticpod.join_host_port(staticpod.loopback_for(host.advertise_address), CLIENT_PORT)
+
+
+def _call(transport, host: Host, path: str, body: dict) -> dict:
+    url = f"https://{_loopback(host)}{path}"
+    command = shlex.join(["python3", "-", url, str(ETCD_PKI), json.dumps(body)])
+    result = transport.run(host, command, stdin=_GATEWAY.encode(), timeout=30)
+    try:
+        answer = json.loads(result.stdout) if result.stdout.strip() else {}
+    except ValueError:
+        raise KubeprovError(f"{host.name}: etcd's answer to {path} is not JSON: {result.stdout.strip()[:120]!r}") from None
+    if result.exit_code == 3:
+        raise EtcdRefused(f"{host.name}: etcd refused {path}: {answer.get('error') or answer.get('message') or answer}")
+    if not result.ok:
+        raise KubeprovError(f"{host.name}: cannot reach etcd at {url} (exit {result.exit_code}): {result.summary()}")
+    return answer
+
+
+def members(transport, host: Host) -> list[Member]:
+    """The cluster's members, as the member on `host` sees them."""
+    answer = _call(transport, host, "/v3/cluster/member/list", {})
+    return [Member(str(m.get("ID", "")), m.get("name", ""), tuple(m.get("peerURLs") or ()), tuple(m.get("clientURLs") or ()))
+            for m in answer.get("members") or []]
+
+
+def _settling(error: BaseException) -> bool:
+    # etcd refuses a reconfiguration until the last member to join has been connected for 5 s.
+    return isinstance(error, EtcdRefused) and "unhealthy cluster" in str(error)
+
+
+@retry(retry=retry_if_exception(_settling), stop=stop_after_delay(60), wait=wait_exponential(min=0.5, max=4), reraise=True)
+def add(transport, host: Host, peer_url: str) -> None:
+    """`member add` through the member on `host`; retried while the cluster settles after a join."""
+    _call(transport, host, "/v3/cluster/member/add", {"peerURLs": [peer_url]})
+
+
+def healthy(transport, host: Host) -> tuple[bool, str]:
+    """(healthy, what it said): the member's own /health on its loopback metrics listener."""
+    url = f"http://{staticpod.join_host_port(staticpod.loopback_for(host.advertise_address), METRICS_PORT)}/health"
+    code = f"import urllib.request; print(urllib.request.urlopen({url!r}, timeout=5).read().decode())"
+    result = transport.run(host, shlex.join(["python3", "-c", code]), timeout=30)
+    said = result.stdout.strip() or result.summary()
+    try:
+        return result.ok and json.loads(result.stdout).get("health") == "true", said
+    except ValueError:
+        return False, said
