@@ -101,6 +101,26 @@ def test_stdin_and_binary_output_round_trip(fleet, transport):
     assert result.stdout.split()[0] == hashlib.sha256(data).hexdigest()
 
 
+def test_large_output_arrives_whole_every_time(fleet, transport):
+    # sshd may send the exit status before the last of the output; a reader that stops at the exit
+    # status cut `kubectl get -o json` at ~32 KiB on real hosts. Several MiB written at once and an
+    # immediate exit, many times over, must always arrive byte for byte.
+    host = fleet.hosts[0]
+    out_file, err_file = host_dir(fleet, host) / "big.out", host_dir(fleet, host) / "big.err"
+    out_file.write_text(os.urandom(3 << 20).hex())  # 6 MiB of text, so decoding cannot alter it
+    err_file.write_text(os.urandom(128 << 10).hex())
+    expected = {"stdout": out_file.read_bytes(), "stderr": err_file.read_bytes()}
+    commands = [f"cat {out_file}; cat {err_file} >&2; exit 3", f"cat {err_file} >&2; cat {out_file}; exit 3"]
+    for attempt in range(30):
+        result = transport.run(host, commands[attempt % 2])  # either stream may be the one still in flight
+        assert result.exit_code == 3
+        for stream, want in expected.items():
+            got = getattr(result, stream).encode()
+            assert (len(got), hashlib.sha256(got).hexdigest()) == (len(want), hashlib.sha256(want).hexdigest()), (
+                f"attempt {attempt + 1}: {stream} differs"
+            )
+
+
 def test_command_timeout_names_the_host_and_keeps_the_connection(fleet, transport):
     host = fleet.hosts[1]
     start = time.monotonic()

@@ -11,7 +11,6 @@ command line, so a token or Secret never shows in a process list.
 
 from __future__ import annotations
 
-import json
 import shlex
 import time
 from collections.abc import Iterable
@@ -54,8 +53,13 @@ class Kubectl:
             return []
         return [line for line in self.run("apply", "-f", "-", stdin=data).stdout.splitlines() if line.strip()]
 
+    def run_json(self, *args: str, timeout: float = 120):
+        """What `kubectl ARGS` printed, parsed as JSON; output that is not JSON is a KubeprovError
+        naming the host and the command."""
+        return self.run(*args, timeout=timeout).json(shown=shlex.join(["kubectl", *args]))
+
     def get_json(self, *args: str) -> dict:
-        return json.loads(self.run("get", *args, "-o", "json").stdout)
+        return self.run_json("get", *args, "-o", "json")
 
     def ready(self) -> tuple[bool, str]:
         """(answered ok, what it said) for GET /readyz."""

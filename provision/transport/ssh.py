@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import json
 import logging
 import select
 import shlex
@@ -25,6 +26,7 @@ from pathlib import Path, PurePosixPath
 import paramiko
 
 from provision.config.models import Host
+from provision.errors import KubeprovError
 from provision.transport import remote
 from provision.transport.errors import (
     AuthenticationError,
@@ -72,6 +74,17 @@ class Result:
                 if line.strip():
                     return line.strip()
         return ""
+
+    def json(self, shown: str | None = None):
+        """stdout parsed as JSON. Anything else is one KubeprovError line naming the host and the
+        command (`shown`, e.g. "kubectl get nodes -o json", else the command as run), never a bare
+        JSONDecodeError."""
+        try:
+            return json.loads(self.stdout)
+        except ValueError as exc:
+            text = self.stdout
+            what = f"{exc.msg}: char {exc.pos} of {len(text)}; it begins {text[:80]!r}" if text.strip() else "it printed nothing"
+            raise KubeprovError(f"{self.host}: `{shown or _short(self.command)}` printed output that is not JSON ({what})") from None
 
 
 @dataclass(frozen=True)
@@ -214,13 +227,17 @@ class Transport:
                     out += channel.recv(1 << 16)
                 while channel.recv_stderr_ready():
                     err += channel.recv_stderr(1 << 16)
-                # Exit status follows all data on the wire, so once it is here the buffers are complete.
-                if channel.exit_status_ready() and not channel.recv_ready() and not channel.recv_stderr_ready():
+                # sshd may send the exit status before the last output; only EOF (or close) ends the output.
+                ended = channel.eof_received or channel.closed
+                if ended and channel.exit_status_ready() and not channel.recv_ready() and not channel.recv_stderr_ready():
                     break
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     raise CommandTimeout(host.name, f"command did not finish within {timeout:g} s: {_short(command)}")
-                select.select([channel], [], [], min(remaining, 0.2))
+                if ended:  # after EOF select() is always ready: wait for the exit status instead
+                    channel.status_event.wait(min(remaining, 0.2))
+                else:
+                    select.select([channel], [], [], min(remaining, 0.2))
             return channel.recv_exit_status(), bytes(out), bytes(err), time.monotonic() - start
 
     def run(self, host: Host, command: str, *, timeout: float | None = None, stdin: bytes | None = None) -> Result:
