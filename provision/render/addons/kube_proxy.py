@@ -81,7 +81,7 @@ def daemon_set(cluster: Cluster) -> dict:
         "securityContext": {"privileged": True},
         "volumeMounts": [
             {"mountPath": CONFIG_DIR, "name": NAME},
-            {"mountPath": "/run/xtables.lock", "name": "xtables-lock", "readOnly": False},
+            {"mountPath": "/run/xtables.lock", "name": "xtables-lock"},
             {"mountPath": "/lib/modules", "name": "lib-modules", "readOnly": True},
         ],
     }
