@@ -21,6 +21,7 @@ from typing import Callable
 
 from provision.ansible import applied
 from provision.ansible.bundle import Bundle, verify
+from provision.artifacts.checksums import DigestCache
 from provision.ansible.inventory import HostPlan, applied_record, inventory, roles_for, write_inventory
 from provision.ansible.nodefiles import external_etcd, render_for_prepare
 from provision.ansible.runner import HostProgress, RunResult, run_playbook
@@ -59,8 +60,8 @@ def plan(cluster: Cluster, options: Options) -> tuple[dict[str, HostPlan], Bundl
     """Verify, render and write the inventory; nothing touches a host yet."""
     # --bundle wins; else the cluster file's artifacts.source (a bundle there is verified the same way).
     bundle_dir = options.bundle or (cluster.artifacts.bundle_dir if cluster.artifacts.source is ArtifactSource.BUNDLE else None)
-    bundle = verify(bundle_dir) if bundle_dir else None
     work = cluster_dir(cluster) / "prepare"
+    bundle = verify(bundle_dir, DigestCache(work / "bundle-digests.json")) if bundle_dir else None
     # Release downloads are fetched and checked here: a wrong checksum stops before any host is touched.
     sources = resolve(cluster, bundle, work / "artifacts")
     material = None

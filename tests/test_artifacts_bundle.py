@@ -349,3 +349,26 @@ def test_seal_writes_what_sha256sum_checks(tmp_path):
     assert check.returncode == 0 and check.stdout.splitlines() == ["bin/runc: OK", "images/x.tar: OK"]
     with pytest.raises(FileExistsError, match="sealed once"):
         seal(root)
+
+
+def test_remembered_digests_skip_unchanged_files_and_never_hide_a_change(bundle, tmp_path):
+    """A no-op run re-hashes nothing; a file changed in place — same size, mtime set back — is
+    hashed again (its ctime moved) and refused."""
+    from provision.artifacts.bundle import check_integrity
+    from provision.artifacts.checksums import DigestCache
+
+    cache_file = tmp_path / "digests.json"
+    sums, problems = check_integrity(bundle, DigestCache(cache_file))
+    assert not problems and cache_file.exists() and oct(cache_file.stat().st_mode & 0o777) == "0o600"
+    remembered = json.loads(cache_file.read_text())
+    assert len(remembered) == len(sums)
+    again = DigestCache(cache_file)
+    assert not check_integrity(bundle, again)[1] and not again.changed  # nothing hashed a second time
+
+    victim = next(bundle / name for name in sums if name.startswith("bin/"))
+    before = victim.stat()
+    data = victim.read_bytes()
+    victim.write_bytes(bytes([data[0] ^ 1]) + data[1:])
+    os.utime(victim, ns=(before.st_atime_ns, before.st_mtime_ns))
+    _, problems = check_integrity(bundle, DigestCache(cache_file))
+    assert [p.path for p in problems] == [victim.relative_to(bundle).as_posix()] and "sha256 mismatch" in problems[0].message

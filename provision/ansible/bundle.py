@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from provision.artifacts.bundle import BIN_DIR, check_integrity, image_index
+from provision.artifacts.checksums import DigestCache
 from provision.errors import ConfigError
 
 
@@ -29,10 +30,10 @@ class Bundle:
     images: tuple[Image, ...] = ()
 
 
-def verify(root: Path) -> Bundle:
+def verify(root: Path, digests: DigestCache | None = None) -> Bundle:
     """The bundle, every file checked; ConfigError naming the first bad file otherwise."""
     root = Path(root)
-    sums, problems = check_integrity(root)
+    sums, problems = check_integrity(root, digests)
     index, image_problems = image_index(root, sums) if not problems else ({}, [])
     problems += image_problems
     if problems:

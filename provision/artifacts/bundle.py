@@ -17,7 +17,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from provision.artifacts.checksums import parse_sums, sha256_file
+from provision.artifacts.checksums import DigestCache, parse_sums, sha256_file
 from provision.artifacts.images import image_refs, normalise
 
 SUMS = "SHA256SUMS"
@@ -59,8 +59,9 @@ def read_sums(root: Path) -> tuple[dict[str, str], list[Problem]]:
     return ({} if bad else sums), bad
 
 
-def check_integrity(root: Path) -> tuple[dict[str, str], list[Problem]]:
-    """Every listed file present with its digest, and no file unlisted."""
+def check_integrity(root: Path, digests: DigestCache | None = None) -> tuple[dict[str, str], list[Problem]]:
+    """Every listed file present with its digest, and no file unlisted. `digests` remembers the
+    digests of files unchanged since they were last hashed."""
     sums, problems = read_sums(root)
     if problems:
         return sums, problems
@@ -71,7 +72,7 @@ def check_integrity(root: Path) -> tuple[dict[str, str], list[Problem]]:
         elif not path.is_file():
             problems.append(Problem(name, f"missing (listed in {SUMS})"))
         else:
-            actual = sha256_file(path)
+            actual = digests.sha256(path) if digests else sha256_file(path)
             if actual != digest:
                 problems.append(Problem(name, f"sha256 mismatch: {SUMS} says {digest}, the file has {actual}"))
     for dirpath, dirnames, filenames in os.walk(root):
@@ -79,6 +80,8 @@ def check_integrity(root: Path) -> tuple[dict[str, str], list[Problem]]:
             name = (Path(dirpath) / file).relative_to(root).as_posix()
             if name != SUMS and name not in sums:
                 problems.append(Problem(name, f"not listed in {SUMS}"))
+    if digests and not problems:
+        digests.save()
     return sums, sorted(problems, key=lambda p: p.path)
 
 

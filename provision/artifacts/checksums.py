@@ -9,6 +9,7 @@ Upstreams publish checksums in three shapes, all handled by `expected_sha256`:
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 from pathlib import Path
 
@@ -23,6 +24,39 @@ def sha256_file(path: Path) -> str:
         while chunk := handle.read(CHUNK):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+class DigestCache:
+    """sha256 of files already hashed, remembered across runs in a small JSON file, keyed by what
+    any change to a file moves: size, mtime, ctime (which no one can set back) and inode. A no-op
+    `up` then re-reads 400 MB of bundle no more; a changed file is hashed again."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        try:
+            self.entries: dict[str, list] = json.loads(path.read_text())
+        except (OSError, ValueError):
+            self.entries = {}
+        self.changed = False
+
+    def sha256(self, file: Path) -> str:
+        st = file.stat()
+        key = [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino]
+        entry = self.entries.get(str(file))
+        if entry and entry[:4] == key:
+            return entry[4]
+        digest = sha256_file(file)
+        self.entries[str(file)] = [*key, digest]
+        self.changed = True
+        return digest
+
+    def save(self) -> None:
+        if self.changed:
+            from provision.fsutil import atomic_write, ensure_private_dir
+
+            ensure_private_dir(self.path.parent)
+            atomic_write(self.path, json.dumps(self.entries).encode(), 0o600, replace=True)
+            self.changed = False
 
 
 def is_sha256(value: str) -> bool:
