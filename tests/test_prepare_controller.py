@@ -197,3 +197,22 @@ def test_preflight_module_names_a_taken_port_and_its_process(tmp_path: Path):
     assert any(p.startswith("kernel module surely_no_such_module is neither loaded nor installable") for p in problems)
     pid1 = Path("/proc/1/comm").read_text().strip()
     assert any("cgroup driver mismatch" in p for p in problems) == (pid1 != "systemd")
+
+
+def test_each_node_gets_the_images_its_pods_run_and_every_unreferenced_one(cluster, tmp_path: Path):
+    """A worker carries no API server image; an etcd-only host none; an image no manifest names
+    (the operator's workload) goes to every node."""
+    from provision.ansible.inventory import images_for
+    from provision.render.control_plane import image as control_plane_image
+
+    root = tmp_path / "images-bundle"
+    (root / "bin").mkdir(parents=True)
+    (root / "images").mkdir()
+    (root / "bin" / "kubelet").write_bytes(b"#!/bin/sh\n# STAND-IN kubelet\n")
+    refs = {"apiserver": control_plane_image(cluster, "kube-apiserver"), "workload": "example.test/app:1"}
+    for name, ref in refs.items():
+        _tar(root / "images" / f"{name}.tar", {"manifest.json": json.dumps([{"RepoTags": [ref]}]).encode()})
+    seal(root)
+    found = verify(root)
+    files = {h.name: sorted(i.file for i in images_for(cluster, h, found)) for h in cluster.hosts}
+    assert files == {"cp1": ["images/apiserver.tar", "images/workload.tar"], "w1": ["images/workload.tar"], "e1": []}

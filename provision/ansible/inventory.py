@@ -66,6 +66,19 @@ class HostPlan:
         return self.applied["fingerprint"]
 
 
+def images_for(cluster: Cluster, host: Host, bundle: Bundle | None) -> list:
+    """The bundle's images this host gets: those its pods run (a worker carries no API server),
+    and every image no rendered manifest names (the operator's own workloads may run anywhere)."""
+    from provision.artifacts.images import normalise
+    from provision.artifacts.needs import images
+
+    if bundle is None or host not in cluster.nodes:
+        return []
+    needed = {normalise(need.ref): set(need.hosts) for need in images(cluster)}
+    return [image for image in bundle.images
+            if not any(ref in needed for ref in image.refs) or any(host.name in needed.get(ref, ()) for ref in image.refs)]
+
+
 def applied_record(cluster: Cluster, host: Host, roles: list[str], tree: Tree, bundle: Bundle | None, lab: bool,
                    sources: Sources | None = None) -> dict:
     record = {
@@ -74,7 +87,7 @@ def applied_record(cluster: Cluster, host: Host, roles: list[str], tree: Tree, b
         "files": {str(path): hashlib.sha256(f.content).hexdigest() + f" 0{f.mode:o}" for path, f in sorted(tree.items())},
         "binaries": dict(sorted((bundle.binaries if bundle else {}).items())),
         "sources": sources.record() if sources else {},
-        "images": {image.file: image.sha256 for image in (bundle.images if bundle else ())} if host in cluster.nodes else {},
+        "images": {image.file: image.sha256 for image in images_for(cluster, host, bundle)},
         "settings": {"lab": lab, "groups": [r.value for r in host.roles], "etcdDataDir": cluster.etcd.data_dir},
     }
     record["fingerprint"] = hashlib.sha256(json.dumps(record, sort_keys=True).encode()).hexdigest()
@@ -99,6 +112,7 @@ def inventory(cluster: Cluster, plans: dict[str, HostPlan], *, render_dir: Path,
             "ansible_user": host.ssh.user,
             "ansible_ssh_common_args": ssh_args(host, known_hosts),
             "kubeprov_files": by_role(plan.tree),
+            "kubeprov_images": [{"file": i.file, "sha256": i.sha256, "refs": list(i.refs)} for i in images_for(cluster, host, bundle)],
             "kubeprov_applied": plan.applied,
         }
         if host.ssh.key:
@@ -120,7 +134,6 @@ def inventory(cluster: Cluster, plans: dict[str, HostPlan], *, render_dir: Path,
                 "kubeprov_bundle_dir": str(bundle.root.resolve()) if bundle else "",
                 "kubeprov_binaries": dict(bundle.binaries) if bundle else {},
                 "kubeprov_artifacts": sources.to_vars() if sources else {"source": "bundle", "components": {}},
-                "kubeprov_images": [{"file": i.file, "sha256": i.sha256, "refs": list(i.refs)} for i in bundle.images] if bundle else [],
                 "kubeprov_api_server_port": cluster.api_server_port,
                 "kubeprov_etcd_stacked": not external_etcd(cluster),
                 "kubeprov_etcd_data_dir": cluster.etcd.data_dir,
