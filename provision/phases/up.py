@@ -51,6 +51,7 @@ from provision.phases.runner import Reporter
 JOINED_MARKER = "/var/lib/kubeprov/joined"
 KUBELET_BINARY = "/usr/bin/kubelet"
 MISSING = 44
+RUNNING = 45
 ETCD_PKI = "/etc/kubernetes/pki/etcd"
 ETCD_PLAYBOOK = """\
 # Written by `kubeprov up`: only the external etcd members' role from playbooks/, so etcd comes up
@@ -423,24 +424,35 @@ def plan_etcd(ctx: UpContext):
 def start_kubelet(ctx: UpContext, host: Host) -> None:
     from provision.render.cni.bridge import ROUTES_UNIT
 
-    probe = ctx.transport.run(host, f"test -x {KUBELET_BINARY} || exit {MISSING}")
+    units = "kubelet" + (f" {ROUTES_UNIT.name}" if ctx.cluster.cni is CNI.BRIDGE else "")
+    # One round trip: refuse without a binary; leave running units alone (a re-run restarts nothing).
+    probe = ctx.transport.run(host, f"test -x {KUBELET_BINARY} || exit {MISSING}; "
+                                    f"systemctl is-active --quiet {units} && systemctl is-enabled --quiet {units} && exit {RUNNING}; "
+                                    f"systemctl daemon-reload && systemctl enable --now {units}")
     if probe.exit_code == MISSING:
         raise KubeprovError(
             f"{host.name}: no kubelet binary at {KUBELET_BINARY}: the artifact source has none. Real Kubernetes "
             "binaries come from an offline bundle (bin/kubelet, `--bundle DIR` or artifacts.source: bundle) or the "
             "package repositories; then run `kubeprov up` again (it resumes here)")
-    units = "kubelet" + (f" {ROUTES_UNIT.name}" if ctx.cluster.cni is CNI.BRIDGE else "")
-    _check(ctx, host, f"systemctl daemon-reload && systemctl enable --now {units}", "starting the kubelet")
-    ctx.say(host.name, f"started {units}")
+    if probe.exit_code == RUNNING:
+        ctx.say(host.name, f"{units} running")
+        return
+    if not probe.ok:
+        raise KubeprovError(f"{host.name}: starting the kubelet failed (exit {probe.exit_code}): {probe.summary()}")
+    ctx.say(host.name, f"started {units}", "changed")
 
 
-def wait_node(ctx: UpContext, host: Host, timeout: float) -> None:
+def wait_node(ctx: UpContext, host: Host, timeout: float) -> dict:
+    """The host's Node object, once its kubelet has registered it."""
     kubectl = ctx.kubectl()
     deadline = time.monotonic() + timeout
-    while kubectl.run("get", "node", host.name, "-o", "name", check=False).exit_code != 0:
+    while True:
+        result = kubectl.run("get", "node", host.name, "-o", "json", check=False)
+        if result.ok:
+            return result.json(f"kubectl get node {host.name} -o json")
         if time.monotonic() > deadline:
             raise KubeprovError(f"{host.name}: its node did not register within {timeout:g} s; see `journalctl -u kubelet` there")
-        time.sleep(2)
+        time.sleep(1)
 
 
 def run_first_control_plane(ctx: UpContext) -> None:
@@ -511,14 +523,43 @@ def run_rbac(ctx: UpContext) -> None:
     ctx.mark_joined(first)
 
 
+CONTROL_PLANE_LABELS = ("node-role.kubernetes.io/control-plane", "node.kubernetes.io/exclude-from-external-load-balancers")
+CONTROL_PLANE_TAINT = "node-role.kubernetes.io/control-plane"
+
+
 def mark_control_plane(ctx: UpContext, host: Host) -> None:
+    """kubeadm's mark-control-plane: its labels, and its NoSchedule taint unless it is also a worker.
+    Only what the Node lacks is changed."""
     kubectl = ctx.kubectl(bootstrap=True)
-    wait_node(ctx, host, ctx.options.node_timeout)
-    kubectl.run("label", "node", host.name, "--overwrite", "node-role.kubernetes.io/control-plane=",
-                "node.kubernetes.io/exclude-from-external-load-balancers=")
-    if not host.has(Role.WORKER):  # a control plane that is also a worker takes ordinary pods
-        kubectl.run("taint", "node", host.name, "--overwrite", "node-role.kubernetes.io/control-plane:NoSchedule")
-    ctx.say(host.name, "labelled control-plane" + ("" if host.has(Role.WORKER) else ", tainted NoSchedule"))
+    node = wait_node(ctx, host, ctx.options.node_timeout)
+    labels = node["metadata"].get("labels", {})
+    missing = [f"{key}=" for key in CONTROL_PLANE_LABELS if labels.get(key) != ""]
+    taint = not host.has(Role.WORKER) and not any(
+        t.get("key") == CONTROL_PLANE_TAINT and t.get("effect") == "NoSchedule" for t in node["spec"].get("taints", []))
+    if missing:
+        kubectl.run("label", "node", host.name, "--overwrite", *missing)
+    if taint:
+        kubectl.run("taint", "node", host.name, "--overwrite", f"{CONTROL_PLANE_TAINT}:NoSchedule")
+    if missing or taint:
+        ctx.say(host.name, "labelled control-plane" + (", tainted NoSchedule" if taint else ""), "changed")
+    else:
+        ctx.say(host.name, "control-plane labels and taint in place")
+    ensure_mirror_pods(ctx, host)
+
+
+def ensure_mirror_pods(ctx: UpContext, host: Host) -> None:
+    """A kubelet creates a static pod's mirror pod only once its Node exists, and after that only
+    when the pod is next synced: for pods without probes (keepalived, haproxy) that is its periodic
+    resync, up to a minute later. A control plane's Node registers only after its static pods
+    started (its own API server is one of them), so those mirror pods would lag by a minute; a
+    kubelet restart syncs every pod at once (its containers keep running)."""
+    expected = set(expected_static_pods(ctx.cluster, host))
+    listed = ctx.kubectl().run("get", "pods", "-n", "kube-system", f"--field-selector=spec.nodeName={host.name}", "-o", "name")
+    present = {line.removeprefix("pod/") for line in listed.stdout.split()}
+    if expected <= present:
+        return
+    _check(ctx, host, "systemctl restart kubelet", "restarting the kubelet")
+    ctx.say(host.name, f"kubelet restarted to create its mirror pods ({', '.join(sorted(expected - present))})", "changed")
 
 
 def run_mark_control_plane(ctx: UpContext) -> None:
@@ -614,12 +655,13 @@ def _condition_ready(obj: dict) -> bool:
     return any(c["type"] == "Ready" and c["status"] == "True" for c in obj["status"].get("conditions", []))
 
 
-def expected_static_pods(cluster: Cluster) -> list[str]:
-    """The mirror pods every control plane must show: its components, stacked etcd, the HA pods."""
+def expected_static_pods(cluster: Cluster, only: Host | None = None) -> list[str]:
+    """The mirror pods every control plane (or just `only`) must show: its components, stacked
+    etcd, the HA pods."""
     from provision.render.ha import render_ha
 
     names = []
-    for host in cluster.control_planes:
+    for host in ([only] if only else cluster.control_planes):
         components = ["kube-apiserver", "kube-controller-manager", "kube-scheduler"]
         if cluster.etcd.topology is EtcdTopology.STACKED:
             components.append("etcd")
@@ -636,9 +678,9 @@ def run_verify(ctx: UpContext) -> None:
     expected = expected_static_pods(ctx.cluster)
     deadline = time.monotonic() + ctx.options.node_timeout
     while True:
-        nodes = kubectl.get_json("nodes")["items"]
-        ready = {n["metadata"]["name"] for n in nodes if _condition_ready(n)}
-        pods = {p["metadata"]["name"]: p for p in kubectl.get_json("pods", "-n", "kube-system")["items"]}
+        items = kubectl.get_json("nodes,pods", "-n", "kube-system")["items"]
+        ready = {n["metadata"]["name"] for n in items if n["kind"] == "Node" and _condition_ready(n)}
+        pods = {p["metadata"]["name"]: p for p in items if p["kind"] == "Pod"}
         not_ready = [name for name in expected if name not in pods or not _condition_ready(pods[name])]
         missing = [h.name for h in ctx.cluster.nodes if h.name not in ready]
         if not missing and not not_ready:
