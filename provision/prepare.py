@@ -100,7 +100,11 @@ def prepare(
     options: Options,
     on_update: Callable[[HostProgress, str], None] = lambda progress, what: None,
     on_skip_check: Callable[[list[applied.HostState]], None] = lambda states: None,
+    transport=None,
 ) -> Report:
+    """`transport`: an open one to reuse (up's), else one is opened for the check."""
+    from contextlib import nullcontext
+
     from provision.transport import Options as TransportOptions
     from provision.transport import Transport
 
@@ -109,8 +113,8 @@ def prepare(
     states: list[applied.HostState] = []
     limit = None
     if not options.force:
-        with Transport(TransportOptions(known_hosts=options.known_hosts)) as transport:
-            states = applied.check(transport, plans, parallel=options.forks)
+        with nullcontext(transport) if transport else Transport(TransportOptions(known_hosts=options.known_hosts)) as open_transport:
+            states = applied.check(open_transport, plans, parallel=options.forks)
         on_skip_check(states)
         if all(state.current for state in states):
             return Report(True, states, None, time.monotonic() - started, inventory_path)

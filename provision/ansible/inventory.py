@@ -66,6 +66,9 @@ class HostPlan:
         return self.applied["fingerprint"]
 
 
+_NEEDED: dict[str, dict[str, set[str]]] = {}
+
+
 def images_for(cluster: Cluster, host: Host, bundle: Bundle | None) -> list:
     """The bundle's images this host gets: those its pods run (a worker carries no API server),
     and every image no rendered manifest names (the operator's own workloads may run anywhere)."""
@@ -74,7 +77,11 @@ def images_for(cluster: Cluster, host: Host, bundle: Bundle | None) -> list:
 
     if bundle is None or host not in cluster.nodes:
         return []
-    needed = {normalise(need.ref): set(need.hosts) for need in images(cluster)}
+    key = cluster.model_dump_json()
+    if key not in _NEEDED:  # rendering every static pod to learn its images: once per cluster, not per host
+        _NEEDED.clear()
+        _NEEDED[key] = {normalise(need.ref): set(need.hosts) for need in images(cluster)}
+    needed = _NEEDED[key]
     return [image for image in bundle.images
             if not any(ref in needed for ref in image.refs) or any(host.name in needed.get(ref, ()) for ref in image.refs)]
 

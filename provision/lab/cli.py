@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
@@ -24,18 +25,46 @@ NameOpt = Annotated[str, typer.Option("--name", "-n", help="Lab name: a-z0-9, at
 
 @lab_app.command("up")
 def lab_up(
-    hosts: Annotated[int, typer.Option("--hosts", "-N", help="How many hosts.")] = 3,
+    hosts: Annotated[Optional[int], typer.Option("--hosts", "-N", help="How many hosts (default 3, or the topology's).")] = None,
     name: NameOpt = "lab",
-    control_planes: Annotated[int, typer.Option("--control-planes", help="The first K hosts are control planes; the rest workers.")] = 1,
+    control_planes: Annotated[Optional[int], typer.Option(
+        "--control-planes", help="The first K hosts are control planes; the rest workers (default 1, or the topology's).")] = None,
+    topology: Annotated[Optional[str], typer.Option(
+        "--topology", help="Shape the cluster file: 1cp-2workers, 3cp-1worker-haproxy, external-etcd, worker-local-lb.")] = None,
+    bundle: Annotated[Optional[Path], typer.Option(
+        "--bundle", help="An offline bundle: the cluster file takes its Kubernetes version and uses it as artifact source.")] = None,
 ) -> None:
     """Make (or keep) N hosts NAME-1 … NAME-N and write their inventories.
 
     Idempotent: running hosts are kept, missing ones made, extra ones removed. The first run
-    builds the Debian rootfs and apt repository into the cache (about a minute).
+    builds the Debian rootfs and apt repository into the cache (about a minute). Then
+    `kubeprov up --lab -c <cluster file>` builds a cluster on them.
     """
-    from provision.lab import lifecycle
+    import subprocess
 
+    import yaml
+
+    from provision.lab import lifecycle
+    from provision.lab.topologies import TOPOLOGIES, cluster_document
+
+    shape = TOPOLOGIES.get(topology) if topology else None
+    if topology and shape is None:
+        raise LabError(f"--topology: no topology {topology!r} (one of {', '.join(TOPOLOGIES)})")
+    if bundle and not (bundle / "SHA256SUMS").is_file():
+        raise LabError(f"--bundle: {bundle} is not an offline bundle (no SHA256SUMS)")
+    hosts = hosts or (shape.hosts if shape else 3)
+    control_planes = control_planes or (shape.control_planes if shape else 1)
     lab = lifecycle.up(name, hosts, control_planes, emit=out.print)
+    if topology or bundle:
+        version = None
+        if bundle:
+            said = subprocess.run([str(bundle / "bin" / "kubelet"), "--version"], capture_output=True, text=True)
+            if said.returncode != 0:
+                raise LabError(f"--bundle: {bundle}/bin/kubelet --version failed: {said.stderr.strip()[:200]}")
+            version = said.stdout.split()[-1]
+        doc = cluster_document(topology or "1cp-2workers", lab.cluster_file, lab.hosts, version=version,
+                               bundle=bundle.resolve() if bundle else None)
+        lab.cluster_file.write_text(yaml.safe_dump(doc, sort_keys=False))
     table = Table(box=None, pad_edge=False)
     for column in ("HOST", "ADDRESS", "ROLES", "SYSTEMD"):
         table.add_column(column)

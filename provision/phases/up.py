@@ -38,6 +38,7 @@ import json
 import shlex
 import time
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path, PurePosixPath
 
 import yaml
@@ -86,11 +87,12 @@ class UpContext:
     _rendered: tuple | None = None
     _joined: dict[str, bool] = field(default_factory=dict)
     _prepare_paths: dict[str, set] = field(default_factory=dict)
+    newly_joined: set[str] = field(default_factory=set)  # hosts whose kubelet this run started
     token: object = None  # the bootstrap token of this run (bootstrap-token phase)
 
     # --- shared things, made on first use (a resumed run skips the phases that made them) ------
 
-    @property
+    @cached_property
     def store(self):
         from provision.pki import PKIStore
 
@@ -149,13 +151,22 @@ class UpContext:
 
     def joined(self, host: Host) -> bool:
         if host.name not in self._joined:
-            states = self.transport.file_states(host, [JOINED_MARKER])
-            self._joined[host.name] = states[JOINED_MARKER] is not None
+            # Asked of every host at once, the first time any is asked: phases ask host by host.
+            from provision.transport import fan_out
+
+            unknown = [h for h in self.cluster.hosts if h.name not in self._joined] or [host]
+            for o in fan_out(unknown, lambda h: self.transport.file_states(h, [JOINED_MARKER])[JOINED_MARKER] is not None,
+                             parallel=self.options.parallel):
+                if o.ok:
+                    self._joined[o.host] = o.value
+            if host.name not in self._joined:  # its own failure, raised where it is asked
+                self._joined[host.name] = self.transport.file_states(host, [JOINED_MARKER])[JOINED_MARKER] is not None
         return self._joined[host.name]
 
     def mark_joined(self, host: Host) -> None:
         self.transport.put_if_different(host, JOINED_MARKER, b"this node's kubelet was started by kubeprov up\n")
         self._joined[host.name] = True
+        self.newly_joined.add(host.name)
 
 
 def fingerprint(cluster: Cluster) -> str:
@@ -263,7 +274,7 @@ def plan_preflight(ctx: UpContext):
 def run_prepare(ctx: UpContext) -> None:
     from provision import prepare
 
-    report = prepare.prepare(ctx.cluster, ctx.prepare_options(), _progress(ctx))
+    report = prepare.prepare(ctx.cluster, ctx.prepare_options(), _progress(ctx), transport=ctx.transport)
     if report.skipped:
         ctx.say("all", f"every host already has this exact state; Ansible not run ({report.seconds:.1f}s)")
         return
@@ -527,9 +538,9 @@ CONTROL_PLANE_LABELS = ("node-role.kubernetes.io/control-plane", "node.kubernete
 CONTROL_PLANE_TAINT = "node-role.kubernetes.io/control-plane"
 
 
-def mark_control_plane(ctx: UpContext, host: Host) -> None:
+def mark_control_plane(ctx: UpContext, host: Host, *, joining: bool) -> None:
     """kubeadm's mark-control-plane: its labels, and its NoSchedule taint unless it is also a worker.
-    Only what the Node lacks is changed."""
+    Only what the Node lacks is changed. `joining`: its kubelet was started in this run."""
     kubectl = ctx.kubectl(bootstrap=True)
     node = wait_node(ctx, host, ctx.options.node_timeout)
     labels = node["metadata"].get("labels", {})
@@ -544,7 +555,8 @@ def mark_control_plane(ctx: UpContext, host: Host) -> None:
         ctx.say(host.name, "labelled control-plane" + (", tainted NoSchedule" if taint else ""), "changed")
     else:
         ctx.say(host.name, "control-plane labels and taint in place")
-    ensure_mirror_pods(ctx, host)
+    if joining:
+        ensure_mirror_pods(ctx, host)
 
 
 def ensure_mirror_pods(ctx: UpContext, host: Host) -> None:
@@ -563,7 +575,8 @@ def ensure_mirror_pods(ctx: UpContext, host: Host) -> None:
 
 
 def run_mark_control_plane(ctx: UpContext) -> None:
-    mark_control_plane(ctx, ctx.cluster.first_control_plane)
+    first = ctx.cluster.first_control_plane
+    mark_control_plane(ctx, first, joining=first.name in ctx.newly_joined)
 
 
 ADDON_FILES = ("kube-proxy.yaml", "coredns.yaml")
@@ -590,19 +603,23 @@ def etcd_member_add(ctx: UpContext, host: Host) -> None:
 
 
 def wait_etcd_healthy(ctx: UpContext, hosts: list[Host], timeout: float) -> None:
-    """Each stacked member answers its own /health (what the kubelet's probe asks)."""
+    """Each stacked member answers its own /health (what the kubelet's probe asks), all asked at once."""
     from provision.kube import etcd_members
+    from provision.transport import fan_out
 
     deadline = time.monotonic() + timeout
-    for host in hosts:
-        while True:
-            ok, said = etcd_members.healthy(ctx.transport, host)
-            if ok:
-                break
-            if time.monotonic() > deadline:
-                raise KubeprovError(f"{host.name}: etcd is not healthy after {timeout:g} s (/health: {said or 'no answer'}); "
-                                    "see `crictl logs` of its etcd container there")
-            time.sleep(1)
+    waiting = list(hosts)
+    while True:
+        outcomes = fan_out(waiting, lambda h: etcd_members.healthy(ctx.transport, h), parallel=ctx.options.parallel)
+        said = {o.host: (o.value[1] if o.ok else o.error_text) for o in outcomes if not (o.ok and o.value[0])}
+        waiting = [h for h in waiting if h.name in said]
+        if not waiting:
+            return
+        if time.monotonic() > deadline:
+            name = waiting[0].name
+            raise KubeprovError(f"{name}: etcd is not healthy after {timeout:g} s (/health: {said[name] or 'no answer'}); "
+                                "see `crictl logs` of its etcd container there")
+        time.sleep(1)
 
 
 def run_join_control_planes(ctx: UpContext) -> None:
@@ -616,7 +633,7 @@ def run_join_control_planes(ctx: UpContext) -> None:
         start_kubelet(ctx, host)
         seconds = ctx.kubectl(host).wait_ready(ctx.options.api_timeout)
         ctx.say(host.name, f"API server ready after {seconds:.1f}s")
-        mark_control_plane(ctx, host)
+        mark_control_plane(ctx, host, joining=True)
         ctx.mark_joined(host)
 
 
@@ -639,9 +656,10 @@ def run_workers(ctx: UpContext) -> None:
 
 
 def run_finalize(ctx: UpContext) -> None:
-    """Steady-state files on joined hosts; control planes one at a time, each API back before the next."""
+    """Steady-state files on the hosts that joined in this run (sync gave the others theirs);
+    control planes one at a time, each API back before the next."""
     for host in ctx.cluster.hosts:
-        if not ctx.joined(host):
+        if host.name not in ctx.newly_joined:
             continue
         changes = _push(ctx, host, desired_tree(ctx, host, joined=True))
         if changes:
