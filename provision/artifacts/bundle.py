@@ -106,6 +106,8 @@ def check_contents(root: Path, sums: dict[str, str], components, images) -> list
     """What the cluster needs and the bundle lacks, each named with who needs it."""
     problems = []
     for component in components:
+        if component.optional:
+            continue  # prepare's role installs it only when the bundle has it
         for file in component.files:
             name = bundle_path(component.name, file)
             if name not in sums:

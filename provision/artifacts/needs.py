@@ -42,6 +42,7 @@ class Component:
     files: dict[str, str]
     hosts: tuple[str, ...]
     when: str = ""  # the setting that makes a cluster need it; empty: every cluster
+    optional: bool = False  # a bundle may lack it: prepare then installs none (it is a tool, nothing runs on it)
 
 
 @dataclass(frozen=True)
@@ -60,7 +61,7 @@ def components(cluster: Cluster) -> list[Component]:
     found = [
         Component("kubelet", cluster.kubernetes_version, {"kubelet": f"{BIN}/kubelet"}, nodes),
         Component("kubectl", cluster.kubernetes_version, {"kubectl": f"{BIN}/kubectl"}, cps),
-        Component("crictl", pins.CRICTL[cluster.minor], {"crictl": f"{BIN}/crictl"}, nodes),
+        Component("crictl", pins.CRICTL[cluster.minor], {"crictl": f"{BIN}/crictl"}, nodes, optional=True),
         Component(
             "containerd", pins.CONTAINERD,
             {"containerd": f"{BIN}/containerd", "containerd-shim-runc-v2": f"{BIN}/containerd-shim-runc-v2"}, nodes,

@@ -8,9 +8,9 @@ Why this order (it differs from the issue's sketch in three places, each for a r
 - certs and kubeconfigs come before preflight: prepare's inventory carries the external etcd
   members' certificates, so the PKI must exist before the first Ansible run; issuing it touches
   only the local cluster directory.
-- sync pushes only files that prepare's roles do not place (kubelet/containerd/etcd/OS files are
-  theirs, so their handlers restart what changed); it runs before prepare because none of its
-  files need a package (manifests, kubeconfigs, PKI, HA and CNI files).
+- sync pushes every rendered file that prepare's roles do not place (the complement of prepare's
+  own tree, so each file has exactly one writer: docs/architecture.md); it runs before prepare
+  because none of its files need a package (manifests, kubeconfigs, PKI, HA and CNI files).
 - external etcd is installed (its own role) and checked healthy before the node roles run: the
   control plane needs it, and it needs no Kubernetes binary, so a missing kubelet stops `up`
   with a healthy etcd already in place for the resumed run.
@@ -25,10 +25,13 @@ certificates through the CSR auto-approval bindings.
 
 Stacked etcd with several control planes grows one member at a time, as kubeadm does: the first
 control plane starts a one-member etcd; each next one is `member add`-ed through the first
-member's etcd (kubectl exec … etcdctl) before its kubelet starts with --initial-cluster-state
-existing and the members so far. Hosts carry /var/lib/kubeprov/joined once their kubelet is in the
-cluster; from then on (and in `finalize`) they get the rendered steady-state files, whose
---initial-* flags etcd ignores once its data directory exists.
+member (etcd's JSON gateway on that host: no mirror pod needed) before its kubelet starts. Its
+manifest, as rendered, names the members up to itself with --initial-cluster-state existing, and
+stays so (etcd ignores --initial-* once its data directory exists), so no etcd ever restarts
+after its join. A control plane's kubelet talks to its own API server, so it never waits on the
+VIP its own static pods provide. Hosts carry /var/lib/kubeprov/joined once their kubelet is in
+the cluster; `finalize` gives hosts that joined in this run their post-bootstrap files (kube-vip
+on admin.conf).
 """
 
 from __future__ import annotations

@@ -681,7 +681,7 @@ def _images(source: Path, version: str) -> list[Image]:
 
 def _binaries(source: Path, version: str) -> dict[str, Path]:
     """{bundle path: file to copy} for what the artifacts layer needs and what rides along. What
-    nothing can supply (crictl, unless `source` has it) is left out, and _check names it."""
+    nothing can supply (crictl, unless `source` has it) is left out: crictl is optional in a bundle."""
     wanted = {f"{layout.BIN_DIR}/{name}" for name in EXTRA_BINARIES}
     for cluster in e2e_clusters(version).values():
         for component in components(cluster):
@@ -764,8 +764,6 @@ def _check(out: Path, version: str) -> None:
     sums, problems = layout.read_sums(out)
     for cluster in e2e_clusters(version).values():
         for problem in layout.check_contents(out, sums, components(cluster), images(cluster)):
-            if problem.path == "bin/crictl":
-                continue  # no crictl can be had here; prepare's crictl role installs it only when a bundle has it
             # One line per missing file or image, not one per cluster shape (only the host lists differ).
             key = (problem.path, re.sub(r"\b(for|needed on) .*$", "", problem.message))
             if key not in {(p.path, re.sub(r"\b(for|needed on) .*$", "", p.message)) for p in problems}:
@@ -779,7 +777,7 @@ def assemble(source: Path, out: Path, version: str | None = None) -> Path:
     itself when it is already a bundle). Cached: same inputs, same stamp, no work.
 
     Raises BundleIncomplete (after sealing what it could) when the artifacts layer would still
-    refuse the bundle, e.g. for want of crictl.
+    refuse the bundle (a missing binary or image).
     """
     source, out = Path(source).resolve(), Path(out).resolve()
     if _is_bundle(source):
