@@ -101,15 +101,17 @@ def prepare(
     on_update: Callable[[HostProgress, str], None] = lambda progress, what: None,
     on_skip_check: Callable[[list[applied.HostState]], None] = lambda states: None,
     transport=None,
+    planned: tuple | None = None,
 ) -> Report:
-    """`transport`: an open one to reuse (up's), else one is opened for the check."""
+    """`transport`: an open one to reuse (up's), else one is opened for the check; `planned`:
+    plan()'s result when the caller made it already."""
     from contextlib import nullcontext
 
     from provision.transport import Options as TransportOptions
     from provision.transport import Transport
 
     started = time.monotonic()
-    plans, _, inventory_path = plan(cluster, options)
+    plans, _, inventory_path = planned or plan(cluster, options)
     states: list[applied.HostState] = []
     limit = None
     if not options.force:

@@ -101,19 +101,23 @@ def _walk(tops: list[Path]) -> list[Path]:
     return sorted(found, key=lambda p: len(p.parts), reverse=True)
 
 
-def namespace_inits(pids_: set[int]) -> list[int]:
-    """Processes that are PID 1 of a PID namespace below ours: the hosts' systemd."""
+def _nspid_levels(pid: int | str) -> list[str]:
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return []
+    return next((line.split()[1:] for line in status.splitlines() if line.startswith("NSpid:")), [])
+
+
+def namespace_inits(pids_: set[int], *, depth: int | None = None) -> list[int]:
+    """Processes that are PID 1 of a PID namespace below ours; with `depth`, only those exactly
+    that many levels below (1: the hosts' systemd, not the pause process of a pod inside a host)."""
+    own = len(_nspid_levels("self"))
     inits = []
     for pid in pids_:
-        try:
-            status = Path(f"/proc/{pid}/status").read_text()
-        except OSError:
-            continue
-        for line in status.splitlines():
-            if line.startswith("NSpid:"):
-                levels = line.split()[1:]
-                if len(levels) > 1 and levels[-1] == "1":
-                    inits.append(pid)
+        levels = _nspid_levels(pid)
+        if len(levels) > own and levels[-1] == "1" and (depth is None or len(levels) == own + depth):
+            inits.append(pid)
     return inits
 
 

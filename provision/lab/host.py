@@ -121,7 +121,8 @@ def start(layout: Layout, number: int, rootfs: Path) -> int:
 
 def init_pid(layout: Layout, number: int) -> int | None:
     """The host's PID 1 (its systemd) as seen from here, or None when the host is not running."""
-    inits = cgroups.namespace_inits(cgroups.pids(cgroups.existing(layout.host_cgroup(number))))
+    # Exactly one level below ours: a pod's pause inside the host is an init too (and PIDs wrap).
+    inits = cgroups.namespace_inits(cgroups.pids(cgroups.existing(layout.host_cgroup(number))), depth=1)
     return min(inits) if inits else None
 
 

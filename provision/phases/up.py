@@ -52,7 +52,7 @@ from provision.kube.kubectl import ADMIN_CONF, SUPER_ADMIN_CONF, Kubectl, change
 from provision.phases.phase import Phase, Step
 from provision.phases.runner import Reporter
 
-JOINED_MARKER = "/var/lib/kubeprov/joined"
+JOINED_MARKER = "/var/lib/kubeprov/joined"  # the host is in the cluster: its kubelet (or external etcd) runs
 KUBELET_BINARY = "/usr/bin/kubelet"
 MISSING = 44
 RUNNING = 45
@@ -91,6 +91,7 @@ class UpContext:
     _joined: dict[str, bool] = field(default_factory=dict)
     _prepare_paths: dict[str, set] = field(default_factory=dict)
     newly_joined: set[str] = field(default_factory=set)  # hosts whose kubelet this run started
+    _prepare_plan: tuple | None = None
     token: object = None  # the bootstrap token of this run (bootstrap-token phase)
 
     # --- shared things, made on first use (a resumed run skips the phases that made them) ------
@@ -132,6 +133,14 @@ class UpContext:
             self._prepare_paths[host.name] = set(render_for_prepare(self.cluster, host, self.material))
         return self._prepare_paths[host.name]
 
+    def prepare_plan(self):
+        """prepare's plan (bundle verified, node files rendered, inventory written): once per run."""
+        from provision import prepare
+
+        if self._prepare_plan is None:
+            self._prepare_plan = prepare.plan(self.cluster, self.prepare_options())
+        return self._prepare_plan
+
     def prepare_options(self):
         from provision.prepare import Options
 
@@ -167,9 +176,11 @@ class UpContext:
         return self._joined[host.name]
 
     def mark_joined(self, host: Host) -> None:
-        self.transport.put_if_different(host, JOINED_MARKER, b"this node's kubelet was started by kubeprov up\n")
+        if self._joined.get(host.name):
+            return
+        if self.transport.put_if_different(host, JOINED_MARKER, b"this node's kubelet was started by kubeprov up\n"):
+            self.newly_joined.add(host.name)
         self._joined[host.name] = True
-        self.newly_joined.add(host.name)
 
 
 def fingerprint(cluster: Cluster) -> str:
@@ -248,10 +259,9 @@ def _progress(ctx: UpContext):
 
 
 def run_preflight(ctx: UpContext) -> None:
-    from provision import prepare
     from provision.ansible.runner import run_playbook
 
-    _, _, inventory = prepare.plan(ctx.cluster, ctx.prepare_options())
+    _, _, inventory = ctx.prepare_plan()
     fresh = fresh_hosts(ctx)
     result = run_playbook("preflight.yml", inventory, [h.name for h in fresh], on_update=_progress(ctx),
                           forks=ctx.options.parallel, work_dir=inventory.parent, limit=",".join(h.name for h in fresh))
@@ -277,7 +287,8 @@ def plan_preflight(ctx: UpContext):
 def run_prepare(ctx: UpContext) -> None:
     from provision import prepare
 
-    report = prepare.prepare(ctx.cluster, ctx.prepare_options(), _progress(ctx), transport=ctx.transport)
+    report = prepare.prepare(ctx.cluster, ctx.prepare_options(), _progress(ctx), transport=ctx.transport,
+                             planned=ctx.prepare_plan())
     if report.skipped:
         ctx.say("all", f"every host already has this exact state; Ansible not run ({report.seconds:.1f}s)")
         return
@@ -373,12 +384,11 @@ def external(ctx: UpContext) -> bool:
 
 
 def run_etcd_install(ctx: UpContext) -> None:
-    from provision import prepare
     from provision.ansible.runner import run_playbook
     from provision.ansible import applied
     from provision.fsutil import atomic_write, ensure_private_dir
 
-    plans, _, inventory = prepare.plan(ctx.cluster, ctx.prepare_options())
+    plans, _, inventory = ctx.prepare_plan()
     members = ctx.cluster.etcd_members
     # Members that prepare already brought to this exact state (its record, services active) need no Ansible.
     states = applied.check(ctx.transport, {h.name: plans[h.name] for h in members}, parallel=ctx.options.parallel)
@@ -425,6 +435,8 @@ def run_etcd_health(ctx: UpContext, timeout: float = 60.0) -> None:
         time.sleep(2)
     for m in members:
         ctx.say(m.name, "etcd member healthy")
+        if not m.has(Role.CONTROL_PLANE) and not m.has(Role.WORKER) and not ctx.joined(m):
+            ctx.mark_joined(m)  # a member now: later runs give it no preflight (its etcd holds the ports by design)
 
 
 def plan_etcd(ctx: UpContext):
@@ -537,6 +549,19 @@ def run_rbac(ctx: UpContext) -> None:
     ctx.mark_joined(first)
 
 
+CRI_SOCKET_ANNOTATION = "kubeadm.alpha.kubernetes.io/cri-socket"
+
+
+def annotate_cri_socket(ctx: UpContext, host: Host, node: dict) -> None:
+    """kubeadm's per-node record of its CRI socket: kubeadm's own commands (upgrade, certs,
+    join) read a node's registration from it and fall back to defaults without it."""
+    from provision.render.kubelet import CONTAINERD_ENDPOINT
+
+    if node["metadata"].get("annotations", {}).get(CRI_SOCKET_ANNOTATION) != CONTAINERD_ENDPOINT:
+        ctx.kubectl(bootstrap=True).run("annotate", "node", host.name, "--overwrite", f"{CRI_SOCKET_ANNOTATION}={CONTAINERD_ENDPOINT}")
+        ctx.say(host.name, f"annotated {CRI_SOCKET_ANNOTATION}", "changed")
+
+
 CONTROL_PLANE_LABELS = ("node-role.kubernetes.io/control-plane", "node.kubernetes.io/exclude-from-external-load-balancers")
 CONTROL_PLANE_TAINT = "node-role.kubernetes.io/control-plane"
 
@@ -550,6 +575,7 @@ def mark_control_plane(ctx: UpContext, host: Host, *, joining: bool) -> None:
     missing = [f"{key}=" for key in CONTROL_PLANE_LABELS if labels.get(key) != ""]
     taint = not host.has(Role.WORKER) and not any(
         t.get("key") == CONTROL_PLANE_TAINT and t.get("effect") == "NoSchedule" for t in node["spec"].get("taints", []))
+    annotate_cri_socket(ctx, host, node)
     if missing:
         kubectl.run("label", "node", host.name, "--overwrite", *missing)
     if taint:
@@ -648,14 +674,14 @@ def run_workers(ctx: UpContext) -> None:
             ctx.say(host.name, "already joined")
             return
         start_kubelet(ctx, host)
-        wait_node(ctx, host, ctx.options.node_timeout)
+        annotate_cri_socket(ctx, host, wait_node(ctx, host, ctx.options.node_timeout))
         ctx.mark_joined(host)
         ctx.say(host.name, "node registered", "changed")
 
     outcomes = fan_out(ctx.cluster.workers, join, parallel=ctx.options.parallel)
     failed = [o for o in outcomes if not o.ok]
     if failed:
-        raise KubeprovError(f"workers failed: " + "; ".join(f"{o.host}: {o.error_text}" for o in failed))
+        raise KubeprovError("workers failed: " + "; ".join(f"{o.host}: {o.error_text}" for o in failed))
 
 
 def run_finalize(ctx: UpContext) -> None:
@@ -693,13 +719,24 @@ def expected_static_pods(cluster: Cluster, only: Host | None = None) -> list[str
 
 def run_verify(ctx: UpContext) -> None:
     kubectl = ctx.kubectl(local=False)  # admin.conf against the endpoint: what a user will use
-    can = kubectl.run("auth", "can-i", "*", "*").stdout.strip()
-    if can != "yes":
-        raise KubeprovError(f"admin.conf cannot act as cluster admin (`kubectl auth can-i '*' '*'` says {can!r})")
     expected = expected_static_pods(ctx.cluster)
     deadline = time.monotonic() + ctx.options.node_timeout
+    # One round trip: admin.conf's rights, then nodes and pods.
+    command = (kubectl.command(["auth", "can-i", "*", "*"]) + " && "
+               + kubectl.command(["get", "nodes,pods", "-n", "kube-system", "-o", "json"]))
     while True:
-        items = kubectl.get_json("nodes,pods", "-n", "kube-system")["items"]
+        result = ctx.transport.run(kubectl.host, command, timeout=60)
+        can, _, listing = result.stdout.partition("\n")
+        if can.strip() != "yes":
+            raise KubeprovError(f"admin.conf cannot act as cluster admin (`kubectl auth can-i '*' '*'` says "
+                                f"{can.strip() or result.summary()!r})")
+        if not result.ok:
+            raise KubeprovError(f"{kubectl.host.name}: kubectl get nodes,pods failed (exit {result.exit_code}): {result.summary()}")
+        try:
+            items = json.loads(listing)["items"]
+        except ValueError:
+            raise KubeprovError(f"{kubectl.host.name}: `kubectl get nodes,pods -o json` printed output that is not JSON: "
+                                f"{listing[:80]!r}") from None
         ready = {n["metadata"]["name"] for n in items if n["kind"] == "Node" and _condition_ready(n)}
         pods = {p["metadata"]["name"]: p for p in items if p["kind"] == "Pod"}
         not_ready = [name for name in expected if name not in pods or not _condition_ready(pods[name])]
