@@ -17,8 +17,9 @@ from provision import __version__
 from provision.errors import KubeprovError
 
 # Piped output has no terminal width; 120 columns keeps tables on one line per row.
-out = Console(highlight=False, width=None if sys.stdout.isatty() else 120)
-err = Console(stderr=True, highlight=False, width=None if sys.stderr.isatty() else 120)
+# Piped output is never wrapped (soft_wrap): a join line or a path must reach the next command whole.
+out = Console(highlight=False, width=None if sys.stdout.isatty() else 120, soft_wrap=not sys.stdout.isatty())
+err = Console(stderr=True, highlight=False, width=None if sys.stderr.isatty() else 120, soft_wrap=not sys.stderr.isatty())
 
 app = typer.Typer(
     name="kubeprov",

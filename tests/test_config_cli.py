@@ -396,3 +396,13 @@ def test_example_documents_every_field_of_every_section(example_text):
         for model in _all_models(Cluster)
     }
     assert {name: keys for name, keys in missing.items() if keys} == {}
+
+
+def test_piped_output_is_never_wrapped(tmp_path):
+    """A line longer than any terminal (here an error naming a long path) reaches a pipe whole: a
+    `kubeadm join` line or a path must survive `$(kubeprov …)`."""
+    deep = tmp_path / ("d" * 60) / ("e" * 60) / "missing-cluster.yaml"
+    code, out, err = run_cli("config", "validate", "-c", deep)
+    assert code != 0
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and str(deep) in lines[0] and len(lines[0]) > 150, err

@@ -13,7 +13,8 @@ from rich.table import Table
 
 from provision.lab.errors import LabError
 
-out = Console(highlight=False, width=None if sys.stdout.isatty() else 120)
+# Piped output is never wrapped (soft_wrap): a join line or a path must reach the next command whole.
+out = Console(highlight=False, width=None if sys.stdout.isatty() else 120, soft_wrap=not sys.stdout.isatty())
 
 lab_app = typer.Typer(
     help="A local lab of real systemd hosts (systemd-nspawn, one network namespace each) to try kubeprov on. Needs root.",
