@@ -296,6 +296,9 @@ def run_prepare(ctx: UpContext) -> None:
         raise _ansible_failure(report.result, "prepare")
     for name, progress in report.result.hosts.items():
         ctx.say(name, f"{progress.changed} changed, {progress.ok} ok")
+    slowest = report.result.slowest_tasks(4)
+    if slowest:
+        ctx.say("local", "slowest tasks: " + ", ".join(f"{task} {seconds:.1f}s" for task, seconds in slowest))
 
 
 def plan_prepare(ctx: UpContext):
