@@ -44,6 +44,7 @@ class Member:
     name: str  # empty until the added member has started
     peer_urls: tuple[str, ...]
     client_urls: tuple[str, ...]
+    learner: bool = False
 
     @property
     def started(self) -> bool:
@@ -76,7 +77,8 @@ def _call(transport, host: Host, path: str, body: dict) -> dict:
 def members(transport, host: Host) -> list[Member]:
     """The cluster's members, as the member on `host` sees them."""
     answer = _call(transport, host, "/v3/cluster/member/list", {})
-    return [Member(str(m.get("ID", "")), m.get("name", ""), tuple(m.get("peerURLs") or ()), tuple(m.get("clientURLs") or ()))
+    return [Member(str(m.get("ID", "")), m.get("name", ""), tuple(m.get("peerURLs") or ()), tuple(m.get("clientURLs") or ()),
+                   bool(m.get("isLearner")))
             for m in answer.get("members") or []]
 
 
@@ -86,9 +88,24 @@ def _settling(error: BaseException) -> bool:
 
 
 @retry(retry=retry_if_exception(_settling), stop=stop_after_delay(60), wait=wait_exponential(min=0.5, max=4), reraise=True)
-def add(transport, host: Host, peer_url: str) -> None:
-    """`member add` through the member on `host`; retried while the cluster settles after a join."""
-    _call(transport, host, "/v3/cluster/member/add", {"peerURLs": [peer_url]})
+def add_learner(transport, host: Host, peer_url: str) -> str:
+    """`member add --learner` through the member on `host`; its member ID. A learner takes no part
+    in quorum, so the cluster keeps its majority while the new member starts and catches up
+    (adding a voting member to a one-member cluster would need both up at once)."""
+    answer = _call(transport, host, "/v3/cluster/member/add", {"peerURLs": [peer_url], "isLearner": True})
+    return str((answer.get("member") or {}).get("ID", ""))
+
+
+def _catching_up(error: BaseException) -> bool:
+    # "can only promote a learner member which is in sync with leader", or the cluster settling.
+    return isinstance(error, EtcdRefused) and any(
+        text in str(error) for text in ("in sync with leader", "not ready", "unhealthy cluster"))
+
+
+@retry(retry=retry_if_exception(_catching_up), stop=stop_after_delay(180), wait=wait_exponential(min=0.5, max=3), reraise=True)
+def promote(transport, host: Host, member_id: str) -> None:
+    """Make a learner a voting member, once it has caught up with the leader."""
+    _call(transport, host, "/v3/cluster/member/promote", {"ID": member_id})
 
 
 def healthy(transport, host: Host) -> tuple[bool, str]:

@@ -620,18 +620,30 @@ def run_addons(ctx: UpContext) -> None:
     _apply(ctx, b"---\n".join(objects[name] for name in (*ADDON_FILES, *cni)))
 
 
-def etcd_member_add(ctx: UpContext, host: Host) -> None:
-    """Add `host` to the stacked etcd through the first member, unless it is a member already."""
+def etcd_member_add(ctx: UpContext, host: Host) -> str | None:
+    """Add `host` to the stacked etcd, as a learner, through the first member; its member ID while
+    it is a learner still to promote (also one a failed run left), None once it votes."""
     from provision.kube import etcd_members
     from provision.render.etcd import peer_url
 
     first = ctx.cluster.first_control_plane
     url = peer_url(host.advertise_address)
-    if any(url in m.peer_urls for m in etcd_members.members(ctx.transport, first)):
+    known = next((m for m in etcd_members.members(ctx.transport, first) if url in m.peer_urls), None)
+    if known and not known.learner:
         ctx.say(host.name, "already an etcd member")
-        return
-    etcd_members.add(ctx.transport, first, url)
-    ctx.say(host.name, "added as an etcd member", "changed")
+        return None
+    if known:
+        return known.id
+    member_id = etcd_members.add_learner(ctx.transport, first, url)
+    ctx.say(host.name, "added as an etcd learner", "changed")
+    return member_id
+
+
+def etcd_promote(ctx: UpContext, host: Host, member_id: str) -> None:
+    from provision.kube import etcd_members
+
+    etcd_members.promote(ctx.transport, ctx.cluster.first_control_plane, member_id)
+    ctx.say(host.name, "etcd learner caught up: promoted to a voting member", "changed")
 
 
 def wait_etcd_healthy(ctx: UpContext, hosts: list[Host], timeout: float) -> None:
@@ -660,9 +672,10 @@ def run_join_control_planes(ctx: UpContext) -> None:
         if ctx.joined(host):
             ctx.say(host.name, "already joined")
             continue
-        if stacked:
-            etcd_member_add(ctx, host)
+        learner = etcd_member_add(ctx, host) if stacked else None
         start_kubelet(ctx, host)
+        if learner:
+            etcd_promote(ctx, host, learner)  # its API server needs a voting member (a learner serves no writes)
         seconds = ctx.kubectl(host).wait_ready(ctx.options.api_timeout)
         ctx.say(host.name, f"API server ready after {seconds:.1f}s")
         mark_control_plane(ctx, host, joining=True)
@@ -743,12 +756,16 @@ def run_verify(ctx: UpContext) -> None:
         ready = {n["metadata"]["name"] for n in items if n["kind"] == "Node" and _condition_ready(n)}
         pods = {p["metadata"]["name"]: p for p in items if p["kind"] == "Pod"}
         not_ready = [name for name in expected if name not in pods or not _condition_ready(pods[name])]
+        # A Ready kube-proxy pod on every node: the controller manager and the scheduler are at
+        # work (a static pod can be Ready while its controller manager waits for leadership).
+        proxied = {p["spec"].get("nodeName") for name, p in pods.items() if name.startswith("kube-proxy-") and _condition_ready(p)}
+        not_ready += [f"kube-proxy on {h.name}" for h in ctx.cluster.nodes if h.name not in proxied]
         missing = [h.name for h in ctx.cluster.nodes if h.name not in ready]
         if not missing and not not_ready:
             break
         if time.monotonic() > deadline:
             raise KubeprovError(f"not ready after {ctx.options.node_timeout:g} s: nodes {', '.join(missing) or 'ok'}; "
-                                f"control-plane pods not Ready: {', '.join(not_ready) or 'none'}")
+                                f"pods not Ready: {', '.join(not_ready) or 'none'}")
         time.sleep(2)
     if external(ctx):
         run_etcd_health(ctx)
@@ -810,7 +827,7 @@ UP_PHASES: tuple[Phase, ...] = (
           plan=_plan("start kubelet, wait for its Node", hosts=lambda ctx: ctx.cluster.workers)),
     Phase("finalize", "the rendered steady state on every joined host (etcd's full member list, kube-vip on admin.conf)",
           run_finalize, plan=_plan("push the steady-state files; one control plane at a time")),
-    Phase("verify", "nodes Ready, control-plane pods Running, etcd healthy, admin.conf works", run_verify,
+    Phase("verify", "nodes Ready, control-plane pods and kube-proxy Ready, etcd healthy, admin.conf works", run_verify,
           plan=_plan("kubectl get nodes / pods -n kube-system, etcdctl endpoint health, auth can-i")),
 )
 
