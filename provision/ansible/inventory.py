@@ -30,7 +30,7 @@ APPLIED_PATH = "/var/lib/kubeprov/applied.json"
 
 NODE_ROLES = ("os", "containerd", "runc", "cni-plugins", "crictl", "kubelet", "images")
 # Roles the node roles depend on (meta/main.yml): their edits must re-run prepare too.
-SHARED_ROLES = ("files", "apt-index", "kubernetes-repo", "kubernetes-artifact")
+SHARED_ROLES = ("files", "apt-index", "node-packages", "kubernetes-repo", "kubernetes-artifact")
 
 
 def roles_for(cluster: Cluster, host: Host) -> list[str]:

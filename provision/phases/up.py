@@ -485,8 +485,16 @@ def wait_node(ctx: UpContext, host: Host, timeout: float) -> dict:
 
 
 def run_first_control_plane(ctx: UpContext) -> None:
+    from provision.transport import fan_out
+
     host = ctx.cluster.first_control_plane
     start_kubelet(ctx, host)
+    # Workers need nothing from the API to start (their kubelet.conf is signed by the local CA): their
+    # kubelets start now and register as soon as it answers, instead of after the control plane.
+    waiting = [w for w in ctx.cluster.workers if not ctx.joined(w)]
+    failed = [o for o in fan_out(waiting, lambda w: start_kubelet(ctx, w), parallel=ctx.options.parallel) if not o.ok]
+    if failed:
+        raise KubeprovError("starting workers' kubelets failed: " + "; ".join(f"{o.host}: {o.error_text}" for o in failed))
     seconds = ctx.kubectl(host, bootstrap=True).wait_ready(ctx.options.api_timeout)
     ctx.say(host.name, f"API server ready (/readyz ok after {seconds:.1f}s)")
 
@@ -806,7 +814,8 @@ UP_PHASES: tuple[Phase, ...] = (
               Phase("health", "every member healthy over TLS", run_etcd_health, plan=_plan("etcdctl endpoint health over TLS"))),
           plan=None),
     Phase("prepare", "OS, containerd, runc, CNI plugins, crictl, kubelet, kubectl, images (Ansible roles)", run_prepare, plan=plan_prepare),
-    Phase("control-plane", "start the first control plane's kubelet; wait for its API server's /readyz", run_first_control_plane,
+    Phase("control-plane", "start the first control plane's kubelet (and the workers'); wait for its API server's /readyz",
+          run_first_control_plane,
           plan=_plan("start kubelet (static pods: etcd if stacked, API server, controller-manager, scheduler)",
                      "wait for /readyz through kubectl on the host", hosts=_first)),
     Phase("upload-config", "kubeadm-config and kubelet-config ConfigMaps", run_upload_config,
@@ -822,7 +831,7 @@ UP_PHASES: tuple[Phase, ...] = (
           run_if=lambda ctx: len(ctx.cluster.control_planes) > 1, why_not="one control plane",
           plan=_plan("etcd member add (stacked), start kubelet, wait for /readyz, label and taint",
                      hosts=lambda ctx: ctx.cluster.control_planes[1:])),
-    Phase("workers", "start the workers' kubelets (kubelet.conf from the local CA); wait until they register", run_workers,
+    Phase("workers", "the workers' kubelets (started with the control plane; kubelet.conf from the local CA) registered", run_workers,
           run_if=lambda ctx: bool(ctx.cluster.workers), why_not="no workers",
           plan=_plan("start kubelet, wait for its Node", hosts=lambda ctx: ctx.cluster.workers)),
     Phase("finalize", "the rendered steady state on every joined host (etcd's full member list, kube-vip on admin.conf)",
