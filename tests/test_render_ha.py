@@ -278,9 +278,9 @@ def test_worker_local_lb_files_and_kubelet_conf(tmp_path):
             assert haproxy_check(cfg, tmp_path).returncode == 0
             assert re.search(r"^\s*bind 127\.0\.0\.1:7443$", cfg.decode(), re.M)
             assert kubelet.server == "https://127.0.0.1:7443"
-        else:  # control planes keep the endpoint, and kube-vip
+        else:  # control planes keep kube-vip; their kubelets talk to their own API server
             assert MANIFESTS / "haproxy.yaml" not in tree
-            assert kubelet.server == f"https://{VIP}:6443"
+            assert kubelet.server == f"https://{host.advertise_address}:6443"
     # the API server certificate must then be valid for 127.0.0.1
     for cp in cluster.control_planes:
         cert = openssl_x509(trees[cp.name][PurePosixPath("/etc/kubernetes/pki/apiserver.crt")].content)

@@ -53,8 +53,10 @@ def lab_up(
         raise LabError(f"--topology: no topology {topology!r} (one of {', '.join(TOPOLOGIES)})")
     if bundle and not (bundle / "SHA256SUMS").is_file():
         raise LabError(f"--bundle: {bundle} is not an offline bundle (no SHA256SUMS)")
-    hosts = hosts or (shape.hosts if shape else 3)
-    control_planes = control_planes or (shape.control_planes if shape else 1)
+    if hosts is None:
+        hosts = shape.hosts if shape else 3
+    if control_planes is None:
+        control_planes = shape.control_planes if shape else 1
     lab = lifecycle.up(name, hosts, control_planes, emit=out.print)
     if topology or bundle:
         version = None

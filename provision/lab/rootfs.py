@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 from provision.lab import aptrepo
+from provision.render.node_os import KUBELET_KERNEL_DEFAULTS
 from provision.lab.layout import cache_root
 from provision.lab.locks import locked
 from provision.lab.system import run
@@ -58,10 +59,7 @@ WantedBy=sysinit.target
 # The kubelet sets these kernel-wide tunables at start and exits when it cannot (/proc/sys is
 # read-only in a host). They are never changed on this machine: in each host, a small file holding
 # the wanted value is bind-mounted over each /proc/sys entry that differs, which only that host sees.
-KUBELET_KERNEL_TUNABLES = {
-    "vm/overcommit_memory": "1", "vm/panic_on_oom": "0", "kernel/panic": "10", "kernel/panic_on_oops": "1",
-    "kernel/keys/root_maxkeys": "1000000", "kernel/keys/root_maxbytes": "25000000",
-}
+KUBELET_KERNEL_TUNABLES = {key.replace(".", "/"): str(value) for key, value in KUBELET_KERNEL_DEFAULTS.items()}
 TUNABLES_SCRIPT = "#!/bin/sh\n# kubeprov lab: the kubelet's kernel tunables, seen by this host only (see rootfs.py)\n" \
     "mkdir -p /run/kubeprov-lab/sysctl\n" + "".join(
         f"[ \"$(cat /proc/sys/{key})\" = {value} ] || {{ echo {value} > /run/kubeprov-lab/sysctl/{key.replace('/', '.')} && "

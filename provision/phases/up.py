@@ -453,10 +453,12 @@ def plan_etcd(ctx: UpContext):
 def start_kubelet(ctx: UpContext, host: Host) -> None:
     from provision.render.cni.bridge import ROUTES_UNIT
 
-    units = "kubelet" + (f" {ROUTES_UNIT.name}" if ctx.cluster.cni is CNI.BRIDGE else "")
+    names = ["kubelet"] + ([ROUTES_UNIT.name] if ctx.cluster.cni is CNI.BRIDGE else [])
+    units = " ".join(names)
     # One round trip: refuse without a binary; leave running units alone (a re-run restarts nothing).
-    probe = ctx.transport.run(host, f"test -x {KUBELET_BINARY} || exit {MISSING}; "
-                                    f"systemctl is-active --quiet {units} && systemctl is-enabled --quiet {units} && exit {RUNNING}; "
+    # Each unit asked on its own: `is-active a b` succeeds when any one of them is active.
+    running = " && ".join(f"systemctl is-active --quiet {u} && systemctl is-enabled --quiet {u}" for u in names)
+    probe = ctx.transport.run(host, f"test -x {KUBELET_BINARY} || exit {MISSING}; {running} && exit {RUNNING}; "
                                     f"systemctl daemon-reload && systemctl enable --now {units}")
     if probe.exit_code == MISSING:
         raise KubeprovError(
