@@ -188,7 +188,11 @@ class Transport:
         except OSError as exc:
             client.close()
             raise UnreachableError(host.name, f"cannot reach {address}:{port}: {exc.strerror or exc}") from None
-        client.get_transport().set_keepalive(30)
+        transport = client.get_transport()
+        transport.set_keepalive(30)
+        # Small SSH packets (a channel open, an exec request) otherwise wait out the peer's delayed
+        # ACK under Nagle's algorithm: ~40 ms on every command, most of a no-op `up`.
+        transport.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         return client
 
     # --- commands ---------------------------------------------------------------------------
