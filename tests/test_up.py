@@ -174,19 +174,3 @@ def test_admin_kubeconfig_merges_once_and_never_clobbers(stacked3, tmp_path):
     target.write_text(yaml.safe_dump(doc))
     with pytest.raises(KubeprovError, match="cluster 'test' exists with other settings"):
         merge_kubeconfig(admin, target)
-
-
-def test_only_static_pods_without_probes_need_a_kubelet_restart_for_their_mirror_pods(make_cluster):
-    """Pods with a startup/readiness probe get their mirror pod when the probe first passes; only
-    keepalived and haproxy (no such probe) would wait for the kubelet's minute-long resync."""
-    from provision.phases.up import _probe_less_static_pods
-    from provision.pki import PKIStore
-
-    for overrides, expected in (
-        (dict(hosts=hosts(1, 1)), set()),
-        (dict(hosts=hosts(3, 1), controlPlaneEndpoint="10.0.0.100:6443", loadBalancer={"mode": "haproxy-keepalived"}),
-         {"haproxy-cp2", "keepalived-cp2"}),
-    ):
-        cluster = load_cluster(make_cluster(**overrides), None)
-        PKIStore(cluster).generate()
-        assert _probe_less_static_pods(UpContext(cluster, UpOptions(), transport=None), cluster.host("cp1" if not expected else "cp2")) == expected

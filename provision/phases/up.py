@@ -601,30 +601,16 @@ def mark_control_plane(ctx: UpContext, host: Host, *, joining: bool) -> None:
         ensure_mirror_pods(ctx, host)
 
 
-def _probe_less_static_pods(ctx: UpContext, host: Host) -> set[str]:
-    """The host's expected static pods whose containers have no startup or readiness probe."""
-    trees, _ = ctx.rendered()
-    names = set()
-    for name in expected_static_pods(ctx.cluster, host):
-        manifest = trees[host.name].get(PurePosixPath("/etc/kubernetes/manifests") / f"{name.removesuffix('-' + host.name)}.yaml")
-        containers = yaml.safe_load(manifest.content)["spec"]["containers"] if manifest else []
-        if not any("startupProbe" in c or "readinessProbe" in c for c in containers):
-            names.add(name)
-    return names
-
-
 def ensure_mirror_pods(ctx: UpContext, host: Host) -> None:
     """A kubelet creates a static pod's mirror pod only once its Node exists, and after that only
-    when the pod is next synced. A control plane's Node registers only after its static pods started
-    (its own API server is one of them). Pods with a startup or readiness probe are synced again when
-    it first passes; pods without (keepalived, haproxy) only at the kubelet's resync, up to a minute
-    later: for those, a kubelet restart syncs every pod at once (containers keep running, but the
-    others' probes start over, ~10 s of not Ready, so it is done only when needed)."""
-    missing = _probe_less_static_pods(ctx, host)
-    if not missing:
-        return
+    when the pod is next synced: when a probe result changes, else at its resync, up to a minute
+    later. A control plane's Node registers only after its static pods started (its own API server
+    is one of them), and their probes may well have passed before that. A kubelet restart syncs
+    every pod at once (containers keep running; the startup probes, every 2 s, pass again within
+    seconds), so the mirror pods appear now."""
+    expected = set(expected_static_pods(ctx.cluster, host))
     listed = ctx.kubectl().run("get", "pods", "-n", "kube-system", f"--field-selector=spec.nodeName={host.name}", "-o", "name")
-    missing -= {line.removeprefix("pod/") for line in listed.stdout.split()}
+    missing = expected - {line.removeprefix("pod/") for line in listed.stdout.split()}
     if not missing:
         return
     _check(ctx, host, "systemctl restart kubelet", "restarting the kubelet")
