@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import ssl
 import subprocess
 import threading
@@ -125,7 +126,9 @@ def built(request, bundle, tmp_path_factory):
         code, out, err, seconds = result.up()
         assert code == 0, f"first up failed ({seconds:.0f} s):\n{out[-6000:]}\n{err}"
         result.first_up_seconds, result.first_up_output = seconds, out
-        print(f"\n[e2e] {request.param}: first up {seconds:.1f} s")
+        phases = re.findall(r"^(\S+)\s+done\s+(\d+\.\d+)\s*$", out, re.M)  # up's closing table
+        slow = "; ".join(f"{name} {secs} s" for name, secs in phases if float(secs) >= 1)
+        print(f"\n[e2e] {request.param}: first up {seconds:.1f} s ({slow})")
         yield result
     finally:
         lifecycle.down(name)
