@@ -22,7 +22,7 @@ from typing import Callable
 from provision.ansible import applied
 from provision.ansible.bundle import Bundle, verify
 from provision.artifacts.checksums import DigestCache
-from provision.ansible.inventory import HostPlan, applied_record, inventory, roles_for, write_inventory
+from provision.ansible.inventory import HostPlan, applied_record, images_for, inventory, roles_for, write_inventory
 from provision.ansible.nodefiles import external_etcd, render_for_prepare
 from provision.ansible.runner import HostProgress, RunResult, run_playbook
 from provision.ansible.sources import resolve
@@ -83,10 +83,12 @@ def plan(cluster: Cluster, options: Options) -> tuple[dict[str, HostPlan], Bundl
     render_dir = work / "rendered"
     write_trees(render_dir, trees)
     plans = {}
+    images = images_for(cluster, bundle)
     for host in cluster.hosts:
         roles = roles_for(cluster, host)
         plans[host.name] = HostPlan(host, roles, trees[host.name],
-                                    applied_record(cluster, host, roles, trees[host.name], bundle, options.lab, sources))
+                                    applied_record(cluster, host, roles, trees[host.name], bundle, options.lab, sources,
+                                                   images[host.name]))
     data = inventory(cluster, plans, render_dir=render_dir, bundle=bundle, known_hosts=options.known_hosts, lab=options.lab,
                      sources=sources)
     data["all"]["vars"]["kubeprov_swapoff"] = options.swapoff

@@ -214,5 +214,5 @@ def test_each_node_gets_the_images_its_pods_run_and_every_unreferenced_one(clust
         _tar(root / "images" / f"{name}.tar", {"manifest.json": json.dumps([{"RepoTags": [ref]}]).encode()})
     seal(root)
     found = verify(root)
-    files = {h.name: sorted(i.file for i in images_for(cluster, h, found)) for h in cluster.hosts}
+    files = {name: sorted(i.file for i in got) for name, got in images_for(cluster, found).items()}
     assert files == {"cp1": ["images/apiserver.tar", "images/workload.tar"], "w1": ["images/workload.tar"], "e1": []}

@@ -66,35 +66,30 @@ class HostPlan:
         return self.applied["fingerprint"]
 
 
-_NEEDED: dict[str, dict[str, set[str]]] = {}
-
-
-def images_for(cluster: Cluster, host: Host, bundle: Bundle | None) -> list:
-    """The bundle's images this host gets: those its pods run (a worker carries no API server),
-    and every image no rendered manifest names (the operator's own workloads may run anywhere)."""
+def images_for(cluster: Cluster, bundle: Bundle | None) -> dict[str, list]:
+    """{host: the bundle's images it gets}: those its pods run (a worker carries no API server), and
+    every image no rendered manifest names (the operator's own workloads may run anywhere)."""
     from provision.artifacts.images import normalise
     from provision.artifacts.needs import images
 
-    if bundle is None or host not in cluster.nodes:
-        return []
-    key = cluster.model_dump_json()
-    if key not in _NEEDED:  # rendering every static pod to learn its images: once per cluster, not per host
-        _NEEDED.clear()
-        _NEEDED[key] = {normalise(need.ref): set(need.hosts) for need in images(cluster)}
-    needed = _NEEDED[key]
-    return [image for image in bundle.images
-            if not any(ref in needed for ref in image.refs) or any(host.name in needed.get(ref, ()) for ref in image.refs)]
+    if bundle is None:
+        return {host.name: [] for host in cluster.hosts}
+    needed = {normalise(need.ref): set(need.hosts) for need in images(cluster)}  # renders every static pod: once
+    return {host.name: [image for image in bundle.images
+                        if not any(ref in needed for ref in image.refs) or any(host.name in needed.get(ref, ()) for ref in image.refs)]
+            if host in cluster.nodes else [] for host in cluster.hosts}
 
 
 def applied_record(cluster: Cluster, host: Host, roles: list[str], tree: Tree, bundle: Bundle | None, lab: bool,
-                   sources: Sources | None = None) -> dict:
+                   sources: Sources | None = None, images: list = ()) -> dict:
+    """`images`: the bundle images this host gets (images_for)."""
     record = {
         "kubeprov": __version__,
         "roles": {name: role_version(name) for name in roles + [d for d in SHARED_ROLES if set(roles) & set(NODE_ROLES + ("kubectl",))]},
         "files": {str(path): hashlib.sha256(f.content).hexdigest() + f" 0{f.mode:o}" for path, f in sorted(tree.items())},
         "binaries": dict(sorted((bundle.binaries if bundle else {}).items())),
         "sources": sources.record() if sources else {},
-        "images": {image.file: image.sha256 for image in images_for(cluster, host, bundle)},
+        "images": {image.file: image.sha256 for image in images},
         "settings": {"lab": lab, "groups": [r.value for r in host.roles], "etcdDataDir": cluster.etcd.data_dir},
     }
     record["fingerprint"] = hashlib.sha256(json.dumps(record, sort_keys=True).encode()).hexdigest()
@@ -119,7 +114,9 @@ def inventory(cluster: Cluster, plans: dict[str, HostPlan], *, render_dir: Path,
             "ansible_user": host.ssh.user,
             "ansible_ssh_common_args": ssh_args(host, known_hosts),
             "kubeprov_files": by_role(plan.tree),
-            "kubeprov_images": [{"file": i.file, "sha256": i.sha256, "refs": list(i.refs)} for i in images_for(cluster, host, bundle)],
+            # The images its applied record lists (images_for), with the names the role checks.
+            "kubeprov_images": [{"file": i.file, "sha256": i.sha256, "refs": list(i.refs)}
+                                for i in (bundle.images if bundle else ()) if i.file in plan.applied["images"]],
             "kubeprov_applied": plan.applied,
         }
         if host.ssh.key:

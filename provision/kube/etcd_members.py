@@ -46,10 +46,6 @@ class Member:
     client_urls: tuple[str, ...]
     learner: bool = False
 
-    @property
-    def started(self) -> bool:
-        return bool(self.name and self.client_urls)
-
 
 class EtcdRefused(KubeprovError):
     """etcd answered with an error (e.g. "etcdserver: unhealthy cluster")."""
