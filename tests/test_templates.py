@@ -71,8 +71,9 @@ def test_the_wheel_lists_every_provision_package():
     templates = {"provision.templates"} | {
         f"provision.templates.{name}" for name in find_namespace_packages(where=str(REPO / "templates")) if "__pycache__" not in name
     }
-    assert set(config["packages"]) == on_disk | templates, "update [tool.setuptools] packages"
-    assert config["package-dir"] == {"provision.templates": "templates"}
+    # playbooks/ is one package: its roles ship as that package's data (tests/test_packaging.py).
+    assert set(config["packages"]) == on_disk | templates | {"provision.playbooks"}, "update [tool.setuptools] packages"
+    assert config["package-dir"] == {"provision.templates": "templates", "provision.playbooks": "playbooks"}
 
 
 # The files rendered on both sides of the wheel comparison: one per template family.
@@ -125,7 +126,7 @@ def test_a_built_wheel_ships_the_templates_and_renders_the_same_bytes(tmp_path):
     # Build from a copy, so the build leaves no build/ or egg-info behind in the checkout.
     source = tmp_path / "src"
     ignore = shutil.ignore_patterns("__pycache__", "*.egg-info")
-    for part in ("provision", "templates"):
+    for part in ("provision", "templates", "playbooks"):
         shutil.copytree(REPO / part, source / part, ignore=ignore)
     for part in ("pyproject.toml", "README.md"):
         shutil.copy2(REPO / part, source / part)

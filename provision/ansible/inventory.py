@@ -13,6 +13,7 @@ import hashlib
 import json
 import shlex
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 
 import yaml
@@ -24,7 +25,11 @@ from provision.ansible.sources import Sources
 from provision.config.models import Cluster, Host, Role
 from provision.render.tree import Tree
 
-PLAYBOOKS = Path(__file__).resolve().parents[2] / "playbooks"
+# The one place that says where the roles are. playbooks/ ships as provision.playbooks (pyproject
+# maps the top-level directory there, as it does templates/), so this is the checkout's playbooks/
+# in an editable install and the installed copy in a wheel's. Ansible reads them as files: a
+# zipped install, which has no such directory, is not supported.
+PLAYBOOKS = Path(str(resources.files("provision.playbooks")))
 ROLES_DIR = PLAYBOOKS / "roles"
 APPLIED_PATH = "/var/lib/kubeprov/applied.json"
 
