@@ -23,29 +23,57 @@ import pytest
 import yaml
 from testkit import run_cli
 
+from provision import retries
 from provision.artifacts import ArtifactError, Cache, Downloader, Kind, fetch_release, plan_artifacts, stage
 from provision.config import load_cluster
 from provision.config.loader import cluster_from_data
 from provision.config.models import Artifacts
+from provision.retries import Backoff
 
 RELEASE_KEY = Artifacts.model_fields["release_base_url"].alias  # the file's spellings of the keys
 GITHUB_KEY = Artifacts.model_fields["github_base_url"].alias
 
 STAND_IN = "#!/bin/sh\necho 'STAND-IN {name}, not a real binary'\n"
 
+# Retries after 10 and 20 ms: the real backoff's shape (doubling, capped) at a test's pace.
+QUICK = Backoff(attempts=5, first=0.01, maximum=0.02)
+
 
 class Server:
     """A static file server on 127.0.0.1 counting GETs per path. /nolength/<path> serves the same
-    file without a Content-Length header (as a chunked or streaming upstream would)."""
+    file without a Content-Length header (as a chunked or streaming upstream would).
+
+    `failures[path]`: what the next GETs of that path get instead of the file, one per request —
+    an HTTP status (503, 404, …), "drop" (the connection closed before any answer), or "truncate"
+    (the file's full Content-Length, half its bytes, then the connection closed)."""
 
     def __init__(self, root: Path):
         self.root = root
         self.requests: Counter[str] = Counter()
+        self.failures: dict[str, list] = {}
         server = self
 
         class Handler(SimpleHTTPRequestHandler):
             def do_GET(self):
                 server.requests[self.path] += 1
+                planned = server.failures.get(self.path)
+                if planned:
+                    failure = planned.pop(0)
+                    if failure == "drop":
+                        self.close_connection = True
+                        self.connection.shutdown(socket.SHUT_RDWR)
+                    elif failure == "truncate":
+                        data = (server.root / self.path.lstrip("/")).read_bytes()
+                        self.send_response(200)
+                        self.send_header("Content-Length", str(len(data)))
+                        self.end_headers()
+                        self.wfile.write(data[: len(data) // 2])
+                        self.wfile.flush()
+                        self.close_connection = True
+                        self.connection.shutdown(socket.SHUT_RDWR)
+                    else:
+                        self.send_error(failure)
+                    return
                 if self.path.startswith("/nolength/"):
                     data = (server.root / self.path.removeprefix("/nolength/")).read_bytes()
                     self.send_response(200)
@@ -142,28 +170,101 @@ def test_wrong_checksum_is_refused_and_nothing_is_kept(served, tmp_path):
     actual = hashlib.sha256(b"what is served now").hexdigest()
     cache = tmp_path / "cache"
     url = f"{served.url}/kubectl"
+    said: list[str] = []
     with pytest.raises(ArtifactError) as caught:
-        Downloader(Cache(cache)).fetch(url, f"{url}.sha256")
+        Downloader(Cache(cache), backoff=QUICK, on_retry=said.append).fetch(url, f"{url}.sha256")
     message = str(caught.value)
     assert "\n" not in message
     assert url in message and f"expected {published}" in message and f"got {actual}" in message
     assert [p for p in cache.rglob("*") if p.is_file()] == []  # no file, no index entry
+    # The whole file arrived and is not what was published: asking again would get the same bytes.
+    assert served.requests["/kubectl"] == 1 and said == []
 
 
-def test_server_down_names_the_url(tmp_path):
+def test_server_down_is_tried_a_bounded_number_of_times_and_names_the_url(tmp_path):
     with socket.socket() as probe:  # a port nobody listens on
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     url = f"http://127.0.0.1:{port}/v1.31.4/bin/linux/amd64/kubelet"
-    with pytest.raises(ArtifactError, match=r"cannot download http://127\.0\.0\.1:\d+/v1\.31\.4/bin/linux/amd64/kubelet\.sha256: .*refused"):
-        Downloader(Cache(tmp_path / "cache"), timeout=2).fetch(url, f"{url}.sha256")
+    said: list[str] = []
+    downloader = Downloader(Cache(tmp_path / "cache"), timeout=2, backoff=Backoff(attempts=3, first=0.01), on_retry=said.append)
+    with pytest.raises(ArtifactError) as caught:
+        downloader.fetch(url, f"{url}.sha256")
+    assert str(caught.value) == f"cannot download {url}.sha256: [Errno 111] Connection refused (gave up after 3 attempts)"
+    assert said == [f"retry 1/2 in 10ms: {url}.sha256: [Errno 111] Connection refused",
+                    f"retry 2/2 in 20ms: {url}.sha256: [Errno 111] Connection refused"]
 
 
-def test_missing_file_names_url_and_status(served, tmp_path):
+def test_a_mirror_failing_twice_then_serving_is_fetched_with_two_retry_lines(served, tmp_path):
+    data = b"a release file\n" * 1000
+    publish(served.root / "v1/kubelet", data)
+    url = f"{served.url}/v1/kubelet"
+    served.failures["/v1/kubelet"] = [503, "drop"]
+    said: list[str] = []
+    path = Downloader(Cache(tmp_path / "cache"), backoff=QUICK, on_retry=said.append).fetch(url, f"{url}.sha256")
+    assert path.read_bytes() == data
+    assert said == [
+        f"retry 1/4 in 10ms: {url}: HTTP 503 Service Unavailable",
+        f"retry 2/4 in 20ms: {url}: the server closed the connection without answering",
+    ]
+    assert served.requests == {"/v1/kubelet.sha256": 1, "/v1/kubelet": 3}
+    assert not list((tmp_path / "cache/tmp").iterdir())  # no part file of the failed attempts is left
+
+
+def test_a_body_cut_short_is_downloaded_again_not_refused_as_a_wrong_file(served, tmp_path):
+    data = bytes(range(256)) * 40  # 10 240 bytes
+    publish(served.root / "crictl.tar.gz", data)
+    url = f"{served.url}/crictl.tar.gz"
+    served.failures["/crictl.tar.gz"] = ["truncate"]
+    served.failures["/crictl.tar.gz.sha256"] = ["truncate"]  # the checksum file is retried the same way
+    said: list[str] = []
+    path = Downloader(Cache(tmp_path / "cache"), backoff=QUICK, on_retry=said.append).fetch(url, f"{url}.sha256")
+    assert path.read_bytes() == data
+    assert said == [f"retry 1/4 in 10ms: {url}.sha256: the body ended after 32 of 65 bytes",
+                    f"retry 1/4 in 10ms: {url}: the body ended after 5120 of 10240 bytes"]
+
+
+def test_a_mirror_that_keeps_failing_gives_one_error_line_after_the_last_attempt(served, tmp_path):
+    publish(served.root / "kubectl", b"never served")
+    url = f"{served.url}/kubectl"
+    served.failures["/kubectl"] = [502, 429, 500, 503, 503]
+    said: list[str] = []
+    downloader = Downloader(Cache(tmp_path / "cache"), backoff=Backoff(attempts=4, first=0.01, maximum=0.02), on_retry=said.append)
+    with pytest.raises(ArtifactError) as caught:
+        downloader.fetch(url, f"{url}.sha256")
+    assert str(caught.value) == f"cannot download {url}: HTTP 503 Service Unavailable (gave up after 4 attempts)"
+    assert said == [f"retry 1/3 in 10ms: {url}: HTTP 502 Bad Gateway",
+                    f"retry 2/3 in 20ms: {url}: HTTP 429 Too Many Requests",
+                    f"retry 3/3 in 20ms: {url}: HTTP 500 Internal Server Error"]
+    assert served.requests["/kubectl"] == 4
+    assert [p for p in (tmp_path / "cache").rglob("*") if p.is_file()] == []
+
+
+@pytest.mark.parametrize("status", [404, 403])
+def test_missing_or_forbidden_file_fails_at_once_naming_url_and_status(served, tmp_path, status):
     publish(served.root / "present", b"data")
-    (served.root / "present").unlink()
-    with pytest.raises(ArtifactError, match=rf"cannot download {served.url}/present: HTTP 404"):
-        Downloader(Cache(tmp_path / "cache")).fetch(f"{served.url}/present", f"{served.url}/present.sha256")
+    served.failures["/present"] = [status]
+    said: list[str] = []
+    with pytest.raises(ArtifactError, match=rf"^cannot download {served.url}/present: HTTP {status} \w[\w ]*$"):
+        Downloader(Cache(tmp_path / "cache"), backoff=QUICK, on_retry=said.append).fetch(
+            f"{served.url}/present", f"{served.url}/present.sha256")
+    assert served.requests["/present"] == 1 and said == []
+
+
+def test_retry_lines_go_to_stderr_or_to_the_sink_a_command_routes_them_to(served, tmp_path, capfd):
+    publish(served.root / "tool", b"tool bytes")
+    url = f"{served.url}/tool"
+    served.failures["/tool"] = [503]
+    Downloader(Cache(tmp_path / "a"), backoff=QUICK).fetch(url, f"{url}.sha256")
+    out, err = capfd.readouterr()
+    # stdout may be piped into another command (`$(kubeprov join-command)`): nothing lands there.
+    assert (out, err) == ("", f"retry 1/4 in 10ms: {url}: HTTP 503 Service Unavailable\n")
+    served.failures["/tool"] = [503]
+    routed: list[tuple] = []
+    with retries.saying_to(lambda host, line: routed.append((host, line))):
+        Downloader(Cache(tmp_path / "b"), backoff=QUICK).fetch(url, f"{url}.sha256")
+    assert routed == [(None, f"retry 1/4 in 10ms: {url}: HTTP 503 Service Unavailable")]
+    assert capfd.readouterr() == ("", "")
 
 
 @pytest.mark.parametrize("prefix", ["", "/nolength"], ids=["content-length", "streamed"])
@@ -342,8 +443,11 @@ def test_silent_server_times_out_naming_the_url(tmp_path):
     listener.bind(("127.0.0.1", 0))
     listener.listen(4)
     url = f"http://127.0.0.1:{listener.getsockname()[1]}/kubelet"
+    said: list[str] = []
     try:
-        with pytest.raises(ArtifactError, match=rf"cannot download {url}\.sha256: .*timed out"):
-            Downloader(Cache(tmp_path / "cache"), timeout=0.5).fetch(url, f"{url}.sha256")
+        with pytest.raises(ArtifactError, match=rf"^cannot download {url}\.sha256: timed out \(gave up after 2 attempts\)$"):
+            Downloader(Cache(tmp_path / "cache"), timeout=0.5, backoff=Backoff(attempts=2, first=0.01),
+                       on_retry=said.append).fetch(url, f"{url}.sha256")
     finally:
         listener.close()
+    assert said == [f"retry 1/1 in 10ms: {url}.sha256: timed out"]
