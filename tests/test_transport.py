@@ -20,12 +20,14 @@ import pytest
 from provision.config.models import SSH, Cluster, Host, Role
 from provision.errors import ConfigError
 from provision.render.tree import File, write_trees
+from provision.retries import Backoff
 from provision.transport import (
     AuthenticationError,
     CommandTimeout,
     HostKeyError,
     Options,
     Transport,
+    TransportError,
     UnreachableError,
     fan_out,
     sync_rendered,
@@ -154,9 +156,12 @@ def test_changed_host_key_is_refused_with_both_fingerprints(fleet, tmp_path):
     known = tmp_path / "known_hosts"
     known.write_text(f"[{host.address}]:{host.ssh.port} {' '.join(recorded)}\n")
     # Trust-on-first-use does not make a changed key acceptable, nor touch the recorded one.
+    said = []
     for tofu in (False, True):
-        with Transport(Options(known_hosts=known, trust_on_first_use=tofu)) as t, pytest.raises(HostKeyError) as caught:
+        options = Options(known_hosts=known, trust_on_first_use=tofu, connect_backoff=Backoff(attempts=5, first=1.0))
+        with Transport(options, on_retry=lambda *line: said.append(line)) as t, pytest.raises(HostKeyError) as caught:
             t.run(host, "true")
+        assert said == []  # a changed key is never retried
         message = str(caught.value)
         assert "REMOTE HOST IDENTIFICATION HAS CHANGED for node1" in message
         assert f"expects ssh-ed25519 {fingerprint(impostor.with_suffix('.pub'))}" in message
@@ -202,8 +207,15 @@ def test_wrong_client_key_is_an_authentication_error(fleet, tmp_path):
     stranger = tmp_path / "stranger"
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(stranger)], check=True)
     host = fleet.hosts[0].model_copy(update={"ssh": fleet.hosts[0].ssh.model_copy(update={"key": stranger})})
-    with Transport(Options(known_hosts=fleet.known_hosts)) as t, pytest.raises(AuthenticationError, match=r"^cp1: root@127\."):
+    said = []
+    options = Options(known_hosts=fleet.known_hosts, connect_backoff=Backoff(attempts=5, first=1.0))
+    start = time.monotonic()
+    with Transport(options, on_retry=lambda *line: said.append(line)) as t, pytest.raises(AuthenticationError) as caught:
         t.run(host, "true")
+    # A refused key is refused again: no retry, no wait, one line naming the host.
+    assert said == [] and time.monotonic() - start < 1.0
+    message = str(caught.value)
+    assert message.startswith(f"cp1: root@{host.address}:{host.ssh.port} refused our key ({stranger})") and "\n" not in message
 
 
 # --- hosts that are down ----------------------------------------------------------------------
@@ -213,35 +225,74 @@ def _down_host(name: str, port: int, address: str = "127.0.0.1") -> Host:
     return Host(name=name, address=address, ssh=SSH(port=port), roles=[Role.WORKER])
 
 
-def test_host_with_nothing_listening_is_named_and_the_others_still_answer(fleet, transport):
+def test_host_with_nothing_listening_is_retried_a_bounded_number_of_times_and_the_others_still_answer(fleet):
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]  # free once closed: nobody listens there
     down = _down_host("down1", port)
-    outcomes = {o.host: o for o in fan_out([*fleet.hosts, down], lambda h: transport.run(h, "hostname"))}
+    said = []
+    options = Options(known_hosts=fleet.known_hosts, connect_backoff=Backoff(attempts=3, first=0.01, maximum=0.02))
+    with Transport(options, on_retry=lambda *line: said.append(line)) as t:
+        outcomes = {o.host: o for o in fan_out([*fleet.hosts, down], lambda h: t.run(h, "hostname"))}
     assert isinstance(outcomes["down1"].error, UnreachableError)
-    assert outcomes["down1"].error_text == f"connection refused at 127.0.0.1:{port} (is sshd running?)"
+    refused = f"connection refused at 127.0.0.1:{port} (is sshd running?)"
+    assert outcomes["down1"].error_text == f"{refused} (gave up after 3 attempts)"
+    assert said == [("down1", f"retry 1/2 in 10ms: {refused}"), ("down1", f"retry 2/2 in 20ms: {refused}")]
     assert [outcomes[h.name].value.stdout for h in fleet.hosts] == ["cp1\n", "node1\n", "node2\n"]
 
 
-def test_host_that_never_answers_times_out_within_the_timeout(fleet):
+def test_a_host_whose_sshd_comes_up_after_the_first_attempt_is_reached_after_one_retry():
+    with sshd_fleet(1) as fleet:
+        host = fleet.hosts[0]
+        fleet.stop_host("cp1")  # booting: nothing listens on its SSH port yet
+        said = []
+
+        def on_retry(name: str, line: str) -> None:
+            said.append((name, line))
+            fleet.start_host("cp1")  # sshd comes up while kubeprov waits to try again
+
+        options = Options(known_hosts=fleet.known_hosts, connect_timeout=5, connect_backoff=Backoff(attempts=4, first=0.05))
+        with Transport(options, on_retry=on_retry) as t:
+            assert t.run(host, "hostname").stdout == "cp1\n"
+    assert said == [("cp1", f"retry 1/3 in 50ms: connection refused at {host.address}:{host.ssh.port} (is sshd running?)")]
+
+
+def test_host_that_never_answers_times_out_within_the_timeout_on_each_attempt(fleet):
     # A listener whose accept queue takes the connection but never speaks: a hung host.
     silent = socket.socket()
     silent.bind(("127.0.0.1", 0))
     silent.listen(8)
+    said = []
     try:
         hung = _down_host("hung1", silent.getsockname()[1])
-        with Transport(Options(known_hosts=fleet.known_hosts, connect_timeout=1.0)) as t:
+        options = Options(known_hosts=fleet.known_hosts, connect_timeout=1.0, connect_backoff=Backoff(attempts=2, first=0.01))
+        with Transport(options, on_retry=lambda *line: said.append(line)) as t:
             start = time.monotonic()
             outcomes = {o.host: o for o in fan_out([hung, *fleet.hosts], lambda h: t.run(h, "hostname"))}
             elapsed = time.monotonic() - start
     finally:
         silent.close()
     assert isinstance(outcomes["hung1"].error, UnreachableError)
-    assert str(outcomes["hung1"].error).startswith("hung1: 127.0.0.1:")
-    assert "sent no SSH banner within 1 s" in str(outcomes["hung1"].error)
-    assert 0.9 <= elapsed < 3.0
+    silence = f"127.0.0.1:{hung.ssh.port} accepted the connection but sent no SSH banner within 1 s"
+    assert str(outcomes["hung1"].error) == f"hung1: {silence} (gave up after 2 attempts)"
+    assert said == [("hung1", f"retry 1/1 in 10ms: {silence}")]
+    assert 1.9 <= elapsed < 4.0  # two attempts of 1 s each
     assert outcomes["node2"].value.stdout == "node2\n"
+
+
+def test_a_name_that_does_not_resolve_fails_at_once_naming_the_host(fleet):
+    nowhere = Host(name="typo1", address="no-such-host.invalid", roles=[Role.WORKER])  # .invalid never resolves (RFC 2606)
+    try:
+        socket.getaddrinfo(nowhere.address, 22)
+    except socket.gaierror as error:
+        if error.errno != socket.EAI_NONAME:  # EAI_AGAIN: a resolver that does not answer, which is retried
+            pytest.skip(f"this machine's resolver says {error.strerror!r}, not that the name does not exist")
+    said = []
+    with Transport(Options(known_hosts=fleet.known_hosts, connect_backoff=Backoff(attempts=5, first=1.0)),
+                   on_retry=lambda *line: said.append(line)) as t, pytest.raises(TransportError) as caught:
+        t.run(nowhere, "true")
+    assert not isinstance(caught.value, UnreachableError) and said == []
+    assert str(caught.value).startswith("typo1: cannot resolve no-such-host.invalid: ")
 
 
 # --- files ------------------------------------------------------------------------------------

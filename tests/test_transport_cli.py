@@ -76,7 +76,7 @@ def test_exec_fails_when_one_host_fails_and_shows_its_stderr(fleet, tmp_path):
     assert "Traceback" not in run.stderr
 
 
-def test_exec_names_a_host_that_is_down(fleet, tmp_path):
+def test_exec_names_a_host_that_is_down_after_saying_each_retry(fleet, tmp_path):
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
@@ -85,7 +85,12 @@ def test_exec_names_a_host_that_is_down(fleet, tmp_path):
     run = kubeprov("exec", "-c", str(config), "--connect-timeout", "2", "--", "true")
     assert run.returncode == 1
     assert rows(run.stdout)["gone1"][1] == "-"
-    assert f"connection refused at 127.0.0.1:{port}" in run.stdout
+    refused = f"connection refused at 127.0.0.1:{port} (is sshd running?)"
+    assert f"{refused} (gave up after 5 attempts)" in " ".join(run.stdout.split())
+    # The default backoff (0.5, 1, 2, 4 s), each retry one line on stderr naming the host; stdout keeps the table alone.
+    retries = [line for line in run.stderr.splitlines() if "retry" in line]
+    assert retries == [f"gone1: retry {n}/4 in {delay}: {refused}" for n, delay in enumerate(("0.5s", "1.0s", "2.0s", "4.0s"), 1)]
+    assert "retry" not in run.stdout
     assert [rows(run.stdout)[h.name][1] for h in fleet.hosts] == ["0", "0", "0"]
 
 

@@ -174,6 +174,19 @@ class SshdFleet:
         self._spawn(daemon)
         self._wait_ready(daemon)
 
+    def stop_host(self, name: str) -> None:
+        """Stop a host's sshd (and its connections): its port then refuses, as a booting host's does."""
+        self._kill(self._daemon(name))
+
+    def start_host(self, name: str) -> None:
+        """Start a stopped host's sshd again with the same key and port; returns once it answers."""
+        daemon = self._daemon(name)
+        self._spawn(daemon)
+        self._wait_ready(daemon)
+
+    def _daemon(self, name: str) -> Daemon:
+        return next(d for d in self.daemons if d.host.name == name)
+
     def replace_host_key(self, name: str) -> None:
         """Give a host a new key and restart its sshd: what a reinstalled machine looks like."""
         daemon = next(d for d in self.daemons if d.host.name == name)

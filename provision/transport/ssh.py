@@ -7,6 +7,11 @@ runners, config files) would sit between us and the exceptions we map to one-lin
 
 Thread-safe: fan-out threads share one Transport; each host has its own lock for connecting, and a
 paramiko connection carries concurrent channels.
+
+Connecting retries what a host rebooting or sshd restarting looks like — connection refused or
+reset, no answer or no SSH banner within the timeout (every UnreachableError) — with bounded
+exponential backoff (`Options.connect_backoff`), each retry said as one line naming the host. A
+refused key, a host key that is unknown or changed, or a name that does not resolve fails at once.
 """
 
 from __future__ import annotations
@@ -22,11 +27,14 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+from typing import Callable
 
 import paramiko
 
+from provision import retries
 from provision.config.models import Host
 from provision.errors import KubeprovError
+from provision.retries import Backoff
 from provision.transport import remote
 from provision.transport.errors import (
     AuthenticationError,
@@ -39,6 +47,9 @@ from provision.transport.errors import (
 from provision.transport.hostkeys import KnownHosts, entry_name
 
 DEFAULT_KNOWN_HOSTS = Path("~/.ssh/known_hosts")
+# Retries after 0.5, 1, 2, 4 s: sshd restarting is back within them; a host rebooting (no answer,
+# each attempt waiting out connect_timeout) gets about a minute at the default 10 s timeout.
+DEFAULT_CONNECT_BACKOFF = Backoff(attempts=5, first=0.5, maximum=8.0)
 
 # paramiko logs each failed handshake from its own thread; we report it as one line per host, so
 # its records would only repeat our error with a traceback-like prefix on stderr.
@@ -50,6 +61,7 @@ class Options:
     known_hosts: Path = DEFAULT_KNOWN_HOSTS  # used for hosts whose ssh.knownHosts is not set
     trust_on_first_use: bool = False
     connect_timeout: float = 10.0  # TCP connect, SSH banner, and authentication, each
+    connect_backoff: Backoff = DEFAULT_CONNECT_BACKOFF  # retrying an unreachable host; retries.NO_RETRY: none
     command_timeout: float = 600.0
     backup_root: PurePosixPath = remote.BACKUP_ROOT  # on the host; a directory per run goes below it
 
@@ -94,8 +106,11 @@ class Change:
 
 
 class Transport:
-    def __init__(self, options: Options | None = None):
+    def __init__(self, options: Options | None = None, on_retry: Callable[[str, str], None] | None = None):
+        """on_retry(host, line) gets each connect retry ("retry N/R in Ds: <reason>"); None: the
+        process's sink (provision/retries.py: stderr, or the command's progress display)."""
         self.options = options or Options()
+        self.on_retry = on_retry or retries.say
         self._clients: dict[str, paramiko.SSHClient] = {}
         self._host_locks: dict[str, threading.Lock] = {}
         self._lock = threading.Lock()
@@ -134,7 +149,13 @@ class Transport:
                 return client
             if client is not None:
                 client.close()
-            client = self._connect(host)
+            client = retries.call(
+                lambda: self._connect(host), self.options.connect_backoff,
+                transient=lambda error: isinstance(error, UnreachableError),
+                reason=lambda error: error.message,
+                say=lambda line: self.on_retry(host.name, line),
+                gave_up=lambda error, attempts: UnreachableError(host.name, f"{error.message} (gave up after {attempts} attempts)"),
+            )
             with self._lock:
                 self._clients[host.name] = client
             return client
@@ -185,6 +206,11 @@ class Transport:
         except FileNotFoundError as exc:
             client.close()
             raise TransportError(host.name, f"SSH key {exc.filename or key} does not exist") from None
+        except socket.gaierror as exc:
+            client.close()
+            if exc.errno == socket.EAI_AGAIN:  # the resolver did not answer: worth asking again
+                raise UnreachableError(host.name, f"cannot resolve {address}: {exc.strerror}") from None
+            raise TransportError(host.name, f"cannot resolve {address}: {exc.strerror or exc}") from None
         except OSError as exc:
             client.close()
             raise UnreachableError(host.name, f"cannot reach {address}:{port}: {exc.strerror or exc}") from None

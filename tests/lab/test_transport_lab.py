@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from provision.config import load_cluster
+from provision.retries import Backoff
 from provision.transport.errors import HostKeyError, UnreachableError
 from provision.transport.fanout import fan_out
 from provision.transport.ssh import Options, Transport
@@ -100,8 +101,12 @@ def test_a_host_that_is_down_times_out_naming_it(cluster):
     taken = {h.address for h in cluster.hosts}
     silent = next(str(a) for a in reversed(list(network.hosts())) if str(a) not in taken and not str(a).endswith((".1", ".254")))
     ghost = cluster.hosts[0].model_copy(update={"name": "ghost", "address": silent})
-    with Transport(Options(connect_timeout=2.0)) as transport:
+    said = []
+    options = Options(connect_timeout=2.0, connect_backoff=Backoff(attempts=2, first=0.1))
+    with Transport(options, on_retry=lambda *line: said.append(line)) as transport:
         outcomes = fan_out([cluster.hosts[0], ghost], lambda h: transport.run(h, "true"))
     assert outcomes[0].ok
     assert isinstance(outcomes[1].error, UnreachableError)
-    assert "ghost" in str(outcomes[1].error) and outcomes[1].duration < 10
+    assert "ghost" in str(outcomes[1].error) and "(gave up after 2 attempts)" in str(outcomes[1].error)
+    assert outcomes[1].duration < 10  # two attempts of 2 s and the wait between them
+    assert [host for host, _ in said] == ["ghost"] and said[0][1].startswith("retry 1/1 in 0.1s: ")
