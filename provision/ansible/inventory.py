@@ -54,7 +54,10 @@ def role_version(name: str) -> str:
     """A role's version: the sha256 of its files, so editing a role re-runs it everywhere."""
     digest = hashlib.sha256()
     root = ROLES_DIR / name
-    for path in sorted(p for p in root.rglob("*") if p.is_file() and "molecule" not in p.relative_to(root).parts):
+    # Not __pycache__: pip byte-compiles an installed wheel's modules and plugins, and the version
+    # must be the checkout's, or every host prepared from one looks stale to the other.
+    skip = {"molecule", "__pycache__"}
+    for path in sorted(p for p in root.rglob("*") if p.is_file() and not skip & set(p.relative_to(root).parts)):
         digest.update(path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
     return digest.hexdigest()[:16]
 
