@@ -443,3 +443,40 @@ def test_non_root_user_runs_as_root_through_sudo_and_a_password_prompt_is_an_err
             assert (target.stat().st_uid, target.stat().st_mode & 0o777) == (0, 0o600)
             assert t.read_file(host, str(target)) == b"secret\n"
             assert t.put_if_different(host, str(target), b"secret\n", 0o600) is False
+
+
+# --- retries in up's progress ------------------------------------------------------------------
+
+
+def test_up_says_a_connect_retry_as_a_line_of_the_phase_it_happens_in(make_cluster):
+    from provision.config import load_cluster
+    from provision.phases.runner import Reporter
+    from provision.phases.up import UpOptions, up
+    from provision.pki import PKIStore
+
+    with sshd_fleet(1) as fleet:
+        host = fleet.hosts[0]
+        ssh = {"user": "root", "port": host.ssh.port, "key": str(host.ssh.key)}
+        cluster = load_cluster(make_cluster(hosts=[{"name": "cp1", "address": host.address, "ssh": ssh, "roles": ["control-plane"]}]))
+        PKIStore(cluster).generate()  # with a PKI, planning preflight asks each host whether it joined already
+        fleet.stop_host("cp1")
+
+        class Lines(Reporter):
+            """What up reports, as the CLI's ConsoleReporter would draw it; starts cp1's sshd on the first retry."""
+
+            def __init__(self):
+                self.lines = []
+
+            def host_line(self, step, host, status, text):
+                self.lines.append((step.path, host, status, text))
+                if text.startswith("retry ") and len(self.lines) == 1:
+                    fleet.start_host("cp1")
+
+            def phase_end(self, step, status, seconds, detail=""):
+                self.lines.append((step.path, status))
+
+        lines = Lines()
+        options = Options(known_hosts=fleet.known_hosts, connect_timeout=5, connect_backoff=Backoff(attempts=4, first=0.05))
+        up(cluster, UpOptions(known_hosts=fleet.known_hosts), lines, dry_run=True, only=["preflight"], transport_options=options)
+    refused = f"connection refused at {host.address}:{host.ssh.port} (is sshd running?)"
+    assert lines.lines == [("preflight", "cp1", "warning", f"retry 1/3 in 50ms: {refused}"), ("preflight", "planned")]

@@ -67,12 +67,12 @@ class Runner:
             if journal is not None and path in journal.completed and not dry_run:
                 self._end(report, step, "resumed", 0.0, "done in the interrupted run")
                 continue
+            if hasattr(ctx, "step"):
+                ctx.step = step  # before run_if: what it says (a retried SSH connect) is this phase's
             if any(path.startswith(parent + "/") for parent in declined) or not step.phase.run_if(ctx):
                 declined.append(path)
                 self._end(report, step, "not-needed", 0.0, step.phase.why_not)
                 continue
-            if hasattr(ctx, "step"):
-                ctx.step = step
             self.reporter.phase_start(step)
             begin = time.monotonic()
             if dry_run:

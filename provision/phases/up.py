@@ -847,6 +847,7 @@ UP_PHASES: tuple[Phase, ...] = (
 def up(cluster: Cluster, options: UpOptions, reporter: Reporter, *, dry_run: bool = False, skip=(),
        only: list[str] | None = None, fresh: bool = False, transport_options=None):
     """Run `up` (or, with `only`, some of its phases). Returns (RunReport, resumed)."""
+    from provision import retries
     from provision.phases.journal import Journal
     from provision.phases.phase import select
     from provision.phases.runner import Runner
@@ -860,5 +861,7 @@ def up(cluster: Cluster, options: UpOptions, reporter: Reporter, *, dry_run: boo
         journal, resumed = (None, False)
         if not dry_run and chosen is None:
             journal, resumed = Journal.open(ctx.cluster_dir, fingerprint(cluster), fresh=fresh)
-        report = Runner(UP_PHASES, reporter).run(ctx, dry_run=dry_run, skip=skipped, only=chosen, journal=journal, resumed=resumed)
+        # A retried SSH connect or download is a line of the phase it happens in (a download's host: "local").
+        with retries.saying_to(lambda host, line: reporter.host_line(ctx.step, host or "local", "warning", line)):
+            report = Runner(UP_PHASES, reporter).run(ctx, dry_run=dry_run, skip=skipped, only=chosen, journal=journal, resumed=resumed)
     return report
