@@ -45,10 +45,6 @@ class Backoff:
     def retries(self) -> int:
         return self.attempts - 1
 
-    def delays(self) -> list[float]:
-        """The wait before each retry, in order."""
-        return [min(self.first * 2**n, self.maximum) for n in range(self.retries)]
-
 
 NO_RETRY = Backoff(attempts=1)
 
@@ -93,16 +89,16 @@ def call(
     *,
     transient: Callable[[BaseException], bool],
     reason: Callable[[BaseException], str],
-    say: Callable[[str], None],
+    tell: Callable[[str], None],
     gave_up: Callable[[BaseException, int], BaseException],
 ) -> T:
     """fn(), tried again after each transient error while attempts remain. Before each retry,
-    `say("retry N/R in Ds: <reason(error)>")`. When the last attempt fails transiently, raises
+    `tell("retry N/R in Ds: <reason(error)>")`. When the last attempt fails transiently, raises
     `gave_up(error, attempts)`; a permanent error is raised as it is, at once."""
 
     def before_sleep(state: RetryCallState) -> None:
         error = state.outcome.exception()
-        say(f"retry {state.attempt_number}/{backoff.retries} in {seconds(state.next_action.sleep)}: {reason(error)}")
+        tell(f"retry {state.attempt_number}/{backoff.retries} in {seconds(state.next_action.sleep)}: {reason(error)}")
 
     retrying = Retrying(
         stop=stop_after_attempt(backoff.attempts),

@@ -155,7 +155,7 @@ class Downloader:
             fn, self.backoff,
             transient=lambda error: isinstance(error, DownloadError) and error.transient,
             reason=lambda error: f"{error.url}: {error.reason}",
-            say=self.on_retry or (lambda line: retries.say(None, line)),
+            tell=self.on_retry or (lambda line: retries.say(None, line)),
             gave_up=lambda error, attempts: DownloadError(error.url, f"{error.reason} (gave up after {attempts} attempts)", False),
         )
 

@@ -153,7 +153,7 @@ class Transport:
                 lambda: self._connect(host), self.options.connect_backoff,
                 transient=lambda error: isinstance(error, UnreachableError),
                 reason=lambda error: error.message,
-                say=lambda line: self.on_retry(host.name, line),
+                tell=lambda line: self.on_retry(host.name, line),
                 gave_up=lambda error, attempts: UnreachableError(host.name, f"{error.message} (gave up after {attempts} attempts)"),
             )
             with self._lock:
