@@ -9,17 +9,12 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from provision import __version__
+from provision import __version__, console
+from provision.console import OutputOpt, err, out
 from provision.errors import KubeprovError
-
-# Piped output has no terminal width; 120 columns keeps tables on one line per row.
-# Piped output is never wrapped (soft_wrap): a join line or a path must reach the next command whole.
-out = Console(highlight=False, width=None if sys.stdout.isatty() else 120, soft_wrap=not sys.stdout.isatty())
-err = Console(stderr=True, highlight=False, width=None if sys.stderr.isatty() else 120, soft_wrap=not sys.stderr.isatty())
 
 app = typer.Typer(
     name="kubeprov",
@@ -106,7 +101,7 @@ def config_validate(config: ConfigOpt = None, inventory: InventoryOpt = None) ->
             host.name, host.address, host.advertise_address, ", ".join(r.value for r in host.roles),
             f"{host.ssh.user}@:{host.ssh.port}",
         )
-    out.print(table)
+    console.table(table)
     endpoint = "%s:%d" % cluster.endpoint
     out.print(
         f"API endpoint {endpoint} · pods {cluster.networking.pod_subnet} · services "
@@ -181,10 +176,12 @@ def certs_check_expiration(
     config: ConfigOpt = None,
     inventory: InventoryOpt = None,
     cluster_dir: ClusterDirOpt = None,
+    output: OutputOpt = console.Output.TABLE,
 ) -> None:
     """A table like `kubeadm certs check-expiration`: every certificate and kubeconfig, then the CAs.
 
-    Exit code 1 when anything is missing, stale or expires within 30 days.
+    Exit code 1 when anything is missing, stale or expires within 30 days (each named on stderr).
+    `-o json`: {"certificates": [...], "certificateAuthorities": [...]}, the same rows.
     """
     from provision.pki import PKIStore
 
@@ -192,28 +189,42 @@ def certs_check_expiration(
     rows, ca_rows = PKIStore(cluster).check()
     now = dt.datetime.now(dt.timezone.utc)
     problems: list[str] = []
-    table = Table(box=None, pad_edge=False)
-    for column in ("CERTIFICATE", "HOST", "EXPIRES", "RESIDUAL", "CA", "EXTERNAL"):
-        table.add_column(column, no_wrap=True)
     for row in rows:
         residual = row.residual(now)
         if residual is not None and residual < dt.timedelta(days=30):
             problems.append(f"{row.name} ({row.host or 'cluster'}): expires in {_residual(residual)}")
         problems += [f"{row.name} ({row.host or 'cluster'}): {p}" for p in row.problems]
-        table.add_row(row.name, row.host or "-", _when(row.not_after), _residual(residual), row.ca, "yes" if row.external else "no")
-    out.print(table)
-    out.print()
-    ca_table = Table(box=None, pad_edge=False)
-    for column in ("CERTIFICATE AUTHORITY", "EXPIRES", "RESIDUAL", "EXTERNAL"):
-        ca_table.add_column(column, no_wrap=True)
     for row in ca_rows:
         problems += [f"{row.name}: {p}" for p in row.problems]
-        ca_table.add_row(row.name, _when(row.not_after), _residual(row.residual(now)), "yes" if row.external else "no")
-    out.print(ca_table)
+    if output is console.Output.JSON:
+        def as_json(row, ca: bool) -> dict:
+            return {
+                "name": row.name, **({} if ca else {"host": row.host or None}),
+                "expires": f"{row.not_after:%Y-%m-%dT%H:%M:%SZ}" if row.not_after else None,
+                "residual": _residual(row.residual(now)), **({} if ca else {"ca": row.ca}),
+                "external": row.external, "problems": row.problems,
+            }
+
+        console.json({"certificates": [as_json(r, False) for r in rows],
+                      "certificateAuthorities": [as_json(r, True) for r in ca_rows]})
+    else:
+        table = Table(box=None, pad_edge=False)
+        for column in ("CERTIFICATE", "HOST", "EXPIRES", "RESIDUAL", "CA", "EXTERNAL"):
+            table.add_column(column, no_wrap=True)
+        for row in rows:
+            table.add_row(row.name, row.host or "-", _when(row.not_after), _residual(row.residual(now)), row.ca,
+                          "yes" if row.external else "no")
+        console.table(table)
+        out.print()
+        ca_table = Table(box=None, pad_edge=False)
+        for column in ("CERTIFICATE AUTHORITY", "EXPIRES", "RESIDUAL", "EXTERNAL"):
+            ca_table.add_column(column, no_wrap=True)
+        for row in ca_rows:
+            ca_table.add_row(row.name, _when(row.not_after), _residual(row.residual(now)), "yes" if row.external else "no")
+        console.table(ca_table)
     for problem in problems:
-        err.print(f"[yellow]attention:[/] {problem}", soft_wrap=True)
-    attention = bool(problems)
-    if attention:
+        err.print(f"[yellow]attention:[/] {escape(problem)}", soft_wrap=True)
+    if problems:
         raise typer.Exit(1)
 
 
@@ -287,15 +298,16 @@ def render(
     if diff is not None:
         changes = diff_renders(read_render(diff), trees)
         for change in changes:
-            out.print(f"[bold]{change.kind:8}[/] {change.host}:{change.path}" + (f"  {change.diff}" if change.kind == "mode" else ""))
+            # A diff is text to reuse (patch, review): written as it is, tabs and long lines included.
+            console.text(f"{change.kind:8} {change.host}:{change.path}" + (f"  {change.diff}" if change.kind == "mode" else ""))
             if change.kind == "changed" and change.diff:
-                out.print(change.diff, markup=False, highlight=False)
-        out.print(f"{len(changes)} file(s) differ from {diff}")
+                console.text(change.diff)
+        console.text(f"{len(changes)} file(s) differ from {diff}")
     written = write_trees(out_dir, trees)
     for host, tree in sorted(trees.items()):
         secrets = sum(1 for f in tree.values() if f.secret)
-        out.print(f"{host}: {len(tree)} files ({secrets} secret)")
-    out.print(f"{len(written)} files written under {out_dir}" if written else f"{out_dir} is up to date")
+        console.text(f"{host}: {len(tree)} files ({secrets} secret)")
+    console.text(f"{len(written)} files written under {out_dir}" if written else f"{out_dir} is up to date")
 
 
 # --- exec / sync (the SSH transport) ---------------------------------------------------------
@@ -365,7 +377,7 @@ def exec_command(
             failed += not o.value.ok
             style = "green" if o.value.ok else "red"
             table.add_row(o.host, f"[{style}]{o.value.exit_code}[/]", f"{o.value.duration:.2f}s", o.value.summary())
-    out.print(table)
+    console.table(table)
     if verbose:
         for o in outcomes:
             if o.ok:
@@ -483,7 +495,7 @@ def prepare_command(
         status = h.status if not (stopped_by and h.status in ("ok", "changed")) else f"stopped ({h.status})"
         style = "red" if h.failed or h.unreachable else "yellow" if h.changed else "green"
         table.add_row(name, f"[{style}]{status}[/]", str(h.ok), str(h.changed), str(h.failed), str(h.skipped), escape(h.error))
-    out.print(table)
+    console.table(table)
     out.print(f"inventory: {report.inventory} · {result.seconds:.1f}s in Ansible, {report.seconds:.1f}s in all")
     if not result.ok:
         for name in stopped_by:

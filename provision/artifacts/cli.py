@@ -2,21 +2,17 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from provision import console
 from provision.config.models import ArtifactSource
+from provision.console import OutputOpt, err, out
 from provision.errors import ConfigError
-
-# Piped, a row stays on one line however long its URLs are (grep-able, diff-able).
-out = Console(highlight=False, width=None if sys.stdout.isatty() else 400)
-err = Console(stderr=True, highlight=False, width=None if sys.stderr.isatty() else 400)
 
 artifacts_app = typer.Typer(
     help="What binaries and images a cluster needs and where they come from; check an offline bundle.",
@@ -83,8 +79,14 @@ def list_artifacts(
         typer.Option("--source", help="Override the cluster file's artifacts.source (default with --version: release)."),
     ] = None,
     cache_dir: Annotated[Optional[Path], typer.Option("--cache-dir", help="Download cache (default ~/.cache/kubeprov/artifacts).")] = None,
+    output: OutputOpt = console.Output.TABLE,
 ) -> None:
-    """The air-gap manifest: every binary, package and image, with its source and sha256 where known."""
+    """The air-gap manifest: every binary, package and image, with its source and sha256 where known.
+
+    Piped, one line per artifact however long its URLs. `-o json`: {"cluster", "kubernetesVersion",
+    "source", "repositories": [...], "artifacts": [{"name", "kind", "version", "source", "url",
+    "sha256", "checksum", "hosts" | "when"}, …]}, the same rows.
+    """
     from provision.artifacts import Cache, plan_artifacts
     from provision.artifacts.versions_only import every_shape
 
@@ -96,24 +98,45 @@ def list_artifacts(
             raise ConfigError("--source bundle needs a cluster file with artifacts.bundleDir (or use `artifacts bundle --from DIR`)")
         shapes = every_shape(version)
         artifacts = _merge(plan_artifacts(c, source=chosen) for c in shapes)
-        title = f"Kubernetes {shapes[0].kubernetes_version} · source {chosen.value} · every optional part (see WHEN)"
+        kubernetes_version, chosen_source = shapes[0].kubernetes_version, chosen
+        title = f"Kubernetes {kubernetes_version} · source {chosen.value} · every optional part (see WHEN)"
         hosts_column = False
+        repositories = []
     else:
         plan = plan_artifacts(cluster, source=source)
         artifacts = list(plan.artifacts)
-        title = f"cluster {cluster.name} · Kubernetes {cluster.kubernetes_version} · source {plan.source.value}"
+        kubernetes_version, chosen_source = cluster.kubernetes_version, plan.source
+        title = f"cluster {cluster.name} · Kubernetes {kubernetes_version} · source {plan.source.value}"
         hosts_column = True
-        for repo in plan.repositories:
-            out.print(f"apt repository {repo.name}: {repo.deb_line} (key {repo.key_url})", soft_wrap=True)
-    table = Table(title=title, title_justify="left", box=None, pad_edge=False)
+        repositories = list(plan.repositories)
+
+    def where(a) -> str:
+        return "registry (containerd pulls it)" if a.kind.value == "image" and a.url == a.name else a.source
+
+    if output is console.Output.JSON:
+        console.json({
+            "cluster": cluster.name if cluster else None,
+            "kubernetesVersion": kubernetes_version,
+            "source": chosen_source.value,
+            "repositories": [{"name": r.name, "debLine": r.deb_line, "keyUrl": r.key_url} for r in repositories],
+            "artifacts": [
+                {"name": a.name, "kind": a.kind.value, "version": a.version or None, "source": where(a), "url": a.url,
+                 "sha256": a.sha256, "checksum": _checksum(a, cache),
+                 **({"hosts": list(a.hosts)} if hosts_column else {"when": a.when or "always"})}
+                for a in artifacts
+            ],
+        })
+        return
+    for repo in repositories:
+        console.text(f"apt repository {repo.name}: {repo.deb_line} (key {repo.key_url})")
+    table = Table(title=escape(title), title_justify="left", box=None, pad_edge=False)
     for column in ("NAME", "KIND", "VERSION", "SOURCE", "SHA256", "HOSTS" if hosts_column else "WHEN"):
-        table.add_column(column, overflow="fold", no_wrap=not sys.stdout.isatty())
+        table.add_column(column, overflow="fold")
     for a in artifacts:
         last = ", ".join(a.hosts) if hosts_column else (a.when or "always")
-        where = "registry (containerd pulls it)" if a.kind.value == "image" and a.url == a.name else a.source
-        table.add_row(a.name, a.kind.value, a.version or "(distribution)", where, _checksum(a, cache), last)
-    out.print(table)
-    out.print(f"{len(artifacts)} artifacts")
+        table.add_row(*map(escape, (a.name, a.kind.value, a.version or "(distribution)", where(a), _checksum(a, cache), last)))
+    console.table(table)
+    console.text(f"{len(artifacts)} artifacts")
 
 
 @artifacts_app.command("bundle")

@@ -8,13 +8,11 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
+from provision import console
+from provision.console import OutputOpt, out
 from provision.lab.errors import LabError
-
-# Piped output is never wrapped (soft_wrap): a join line or a path must reach the next command whole.
-out = Console(highlight=False, width=None if sys.stdout.isatty() else 120, soft_wrap=not sys.stdout.isatty())
 
 lab_app = typer.Typer(
     help="A local lab of real systemd hosts (systemd-nspawn, one network namespace each) to try kubeprov on. Needs root.",
@@ -73,7 +71,7 @@ def lab_up(
         table.add_column(column)
     for h in lab.hosts:
         table.add_row(h.name, h.address, ", ".join(h.roles), lab.system_states.get(h.name, "?"))
-    out.print(table)
+    console.table(table)
     out.print(f"cluster file      {lab.cluster_file}")
     out.print(f"ansible inventory {lab.ansible_inventory}")
     out.print(f"ssh key           {lab.key}")
@@ -82,11 +80,22 @@ def lab_up(
 
 
 @lab_app.command("status")
-def lab_status() -> None:
-    """Every lab on this machine, its subnet and which hosts run."""
+def lab_status(output: OutputOpt = console.Output.TABLE) -> None:
+    """Every lab on this machine, its subnet and which hosts run.
+
+    `-o json`: [{"name", "subnet", "stateDir", "hosts": [{"name", "address", "running"}, …]}, …].
+    """
     from provision.lab import lifecycle
 
     labs = lifecycle.status()
+    if output is console.Output.JSON:
+        console.json([
+            {"name": state.name, "subnet": str(state.layout.subnet), "stateDir": str(state.layout.state_dir),
+             "hosts": [{"name": state.layout.host_name(n), "address": str(state.layout.host_address(n)),
+                        "running": running[state.layout.host_name(n)]} for n in state.hosts]}
+            for state, running in labs
+        ])
+        return
     if not labs:
         out.print("no labs")
         return

@@ -15,6 +15,8 @@ from rich.table import Table
 
 def register_up_commands(app: typer.Typer) -> None:
     from provision import cli as root
+    from provision import console
+    from provision.console import OutputOpt
 
     ConfigOpt, InventoryOpt, ClusterDirOpt = root.ConfigOpt, root.InventoryOpt, root.ClusterDirOpt
     KnownHostsOpt, TofuOpt, ParallelOpt = root.KnownHostsOpt, root.TofuOpt, root.ParallelOpt
@@ -46,13 +48,13 @@ def register_up_commands(app: typer.Typer) -> None:
             if failure.report is not None:
                 if failure.report.resumed:
                     out.print("[cyan]resumed[/] an interrupted run: phases marked ↷ had finished and were not run again")
-                out.print(summary_table(failure.report))
+                console.table(summary_table(failure.report))
             if only is None:
                 err.print("[yellow]the journal remembers the finished phases: run `kubeprov up` again to resume[/]")
             raise
         if report.resumed:
             out.print("[cyan]resumed[/] an interrupted run: phases marked ↷ had finished and were not run again")
-        out.print(summary_table(report))
+        console.table(summary_table(report))
         return report
 
     @app.command("up")
@@ -101,17 +103,25 @@ def register_up_commands(app: typer.Typer) -> None:
     app.add_typer(phase_app, name="phase")
 
     @phase_app.command("list")
-    def phase_list() -> None:
-        """Every phase of `up`, in order, with what it does."""
+    def phase_list(output: OutputOpt = console.Output.TABLE) -> None:
+        """Every phase of `up`, in order, with what it does.
+
+        `-o json`: [{"phase", "parent", "description"}, …] in the same order.
+        """
         from provision.phases.phase import flatten
         from provision.phases.up import UP_PHASES
 
+        steps = flatten(UP_PHASES)
+        if output is console.Output.JSON:
+            console.json([{"phase": step.path, "parent": step.path.rpartition("/")[0] or None,
+                           "description": step.phase.description} for step in steps])
+            return
         table = Table(box=None, pad_edge=False)
         table.add_column("PHASE", no_wrap=True)
         table.add_column("WHAT IT DOES")
-        for step in flatten(UP_PHASES):
-            table.add_row("  " * step.depth + step.path, step.phase.description)
-        out.print(table)
+        for step in steps:
+            table.add_row("  " * step.depth + step.path, escape(step.phase.description))
+        console.table(table)
 
     @phase_app.command("run")
     def phase_run(
@@ -164,13 +174,17 @@ def register_up_commands(app: typer.Typer) -> None:
             manage.create(k, token)
         if print_join_command:
             ca = (PKIStore(cluster).pki_dir / "ca.crt").read_bytes()
-            out.print(join_command(cluster, token, ca), markup=False, highlight=False)
+            console.text(join_command(cluster, token, ca))
         else:
-            out.print(token.token, markup=False, highlight=False)
+            console.text(token.token)
 
     @token_app.command("list")
-    def token_list(config: ConfigOpt = None, inventory: InventoryOpt = None, known_hosts: KnownHostsOpt = None) -> None:
-        """The cluster's bootstrap tokens, like `kubeadm token list`."""
+    def token_list(config: ConfigOpt = None, inventory: InventoryOpt = None, known_hosts: KnownHostsOpt = None,
+                   output: OutputOpt = console.Output.TABLE) -> None:
+        """The cluster's bootstrap tokens, like `kubeadm token list`.
+
+        `-o json`: [{"token", "ttl", "expires", "usages", "description", "extraGroups"}, …], the same rows.
+        """
         import datetime as dt
 
         from provision.bootstrap import manage
@@ -180,14 +194,21 @@ def register_up_commands(app: typer.Typer) -> None:
         with transport:
             tokens = manage.list_tokens(k)
         now = dt.datetime.now(dt.timezone.utc)
+
+        def ttl(t) -> str:
+            return "<forever>" if t.expires is None else ("<expired>" if t.expired(now) else f"{int((t.expires - now).total_seconds() // 3600)}h")
+
+        if output is console.Output.JSON:
+            console.json([{"token": t.token, "ttl": ttl(t), "expires": f"{t.expires:%Y-%m-%dT%H:%M:%SZ}" if t.expires else None,
+                           "usages": list(t.usages), "description": t.description, "extraGroups": list(t.groups)} for t in tokens])
+            return
         table = Table(box=None, pad_edge=False)
         for column in ("TOKEN", "TTL", "EXPIRES", "USAGES", "DESCRIPTION", "EXTRA GROUPS"):
             table.add_column(column, no_wrap=column != "DESCRIPTION")
         for t in tokens:
-            ttl = "<forever>" if t.expires is None else ("<expired>" if t.expired(now) else f"{int((t.expires - now).total_seconds() // 3600)}h")
-            table.add_row(t.token, ttl, f"{t.expires:%Y-%m-%dT%H:%M:%SZ}" if t.expires else "<never>", ",".join(t.usages),
+            table.add_row(t.token, ttl(t), f"{t.expires:%Y-%m-%dT%H:%M:%SZ}" if t.expires else "<never>", ",".join(t.usages),
                           escape(t.description) or "<none>", ",".join(t.groups))
-        out.print(table)
+        console.table(table)
 
     @token_app.command("delete")
     def token_delete(
@@ -219,4 +240,4 @@ def register_up_commands(app: typer.Typer) -> None:
         transport, k = kubectl(cluster, known_hosts, False)
         with transport:
             manage.create(k, token)
-        out.print(join_command(cluster, token, (PKIStore(cluster).pki_dir / "ca.crt").read_bytes()), markup=False, highlight=False)
+        console.text(join_command(cluster, token, (PKIStore(cluster).pki_dir / "ca.crt").read_bytes()))
