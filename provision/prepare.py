@@ -9,7 +9,8 @@ In order, stopping at the first refusal:
 4. one SSH command per host compares that record with /var/lib/kubeprov/applied.json: when
    every host already has it, Ansible is not started (a no-op re-run takes about a second);
 5. otherwise ansible-runner runs playbooks/site.yml: preflight on all hosts (one failure stops
-   everything before any host is changed), then the roles.
+   everything before any host is changed), then the roles (`up`, whose preflight phase ran
+   already, runs the roles alone: playbooks/prepare.yml).
 """
 
 from __future__ import annotations
@@ -30,7 +31,8 @@ from provision.config.models import ArtifactSource, Cluster
 from provision.errors import KubeprovError
 from provision.render.tree import write_trees
 
-PLAYBOOK = "site.yml"
+PLAYBOOK = "site.yml"  # preflight.yml, then prepare.yml
+PREPARE_ONLY = "prepare.yml"  # for a caller that ran preflight itself (up's preflight phase)
 
 
 @dataclass(frozen=True)
@@ -41,6 +43,7 @@ class Options:
     swapoff: bool = False  # let the os role turn swap off instead of refusing the host
     force: bool = False  # run Ansible even when every host's applied state matches
     forks: int = 20
+    preflight: bool = True  # False: the caller ran preflight on these hosts already
 
 
 @dataclass
@@ -127,7 +130,7 @@ def prepare(
         if len(stale) < len(states):
             limit = ",".join(stale)
     result = run_playbook(
-        PLAYBOOK, inventory_path, limit.split(",") if limit else [h.name for h in cluster.hosts], on_update=on_update, forks=options.forks,
+        PLAYBOOK if options.preflight else PREPARE_ONLY, inventory_path, limit.split(",") if limit else [h.name for h in cluster.hosts], on_update=on_update, forks=options.forks,
         limit=limit, work_dir=inventory_path.parent,
     )
     return Report(False, states, result, time.monotonic() - started, inventory_path)
