@@ -145,7 +145,8 @@ class UpContext:
         from provision.prepare import Options
 
         o = self.options
-        return Options(bundle=o.bundle, known_hosts=o.known_hosts, lab=o.lab, swapoff=o.swapoff, forks=o.parallel)
+        # preflight=False: the preflight phase checked every fresh host already
+        return Options(bundle=o.bundle, known_hosts=o.known_hosts, lab=o.lab, swapoff=o.swapoff, forks=o.parallel, preflight=False)
 
     def say(self, host: str, text: str, status: str = "ok") -> None:
         self.reporter.host_line(self.step, host, status, text)
@@ -435,7 +436,7 @@ def run_etcd_health(ctx: UpContext, timeout: float = 60.0) -> None:
         if time.monotonic() > deadline:
             raise KubeprovError(f"etcd is not healthy: {len(healthy)} of {len(members)} members answer "
                                 f"({result.summary() or 'no output'})")
-        time.sleep(2)
+        time.sleep(1)
     for m in members:
         ctx.say(m.name, "etcd member healthy")
         if not m.has(Role.CONTROL_PLANE) and not m.has(Role.WORKER) and not ctx.joined(m):
@@ -499,6 +500,8 @@ def run_first_control_plane(ctx: UpContext) -> None:
         raise KubeprovError("starting workers' kubelets failed: " + "; ".join(f"{o.host}: {o.error_text}" for o in failed))
     seconds = ctx.kubectl(host, bootstrap=True).wait_ready(ctx.options.api_timeout)
     ctx.say(host.name, f"API server ready (/readyz ok after {seconds:.1f}s)")
+    if not ctx.joined(host):  # its kubelet started in this run
+        ensure_mirror_pods(ctx, host)  # now, not at mark-control-plane: a restart overlaps the phases between
 
 
 def _apply(ctx: UpContext, documents, *, bootstrap: bool = True) -> None:
@@ -579,9 +582,9 @@ CONTROL_PLANE_LABELS = ("node-role.kubernetes.io/control-plane", "node.kubernete
 CONTROL_PLANE_TAINT = "node-role.kubernetes.io/control-plane"
 
 
-def mark_control_plane(ctx: UpContext, host: Host, *, joining: bool) -> None:
+def mark_control_plane(ctx: UpContext, host: Host) -> None:
     """kubeadm's mark-control-plane: its labels, and its NoSchedule taint unless it is also a worker.
-    Only what the Node lacks is changed. `joining`: its kubelet was started in this run."""
+    Only what the Node lacks is changed."""
     kubectl = ctx.kubectl(bootstrap=True)
     node = wait_node(ctx, host, ctx.options.node_timeout)
     labels = node["metadata"].get("labels", {})
@@ -597,29 +600,43 @@ def mark_control_plane(ctx: UpContext, host: Host, *, joining: bool) -> None:
         ctx.say(host.name, "labelled control-plane" + (", tainted NoSchedule" if taint else ""), "changed")
     else:
         ctx.say(host.name, "control-plane labels and taint in place")
-    if joining:
-        ensure_mirror_pods(ctx, host)
 
 
 def ensure_mirror_pods(ctx: UpContext, host: Host) -> None:
-    """A kubelet creates a static pod's mirror pod only once its Node exists, and after that only
-    when the pod is next synced: when a probe result changes, else at its resync, up to a minute
-    later. A control plane's Node registers only after its static pods started (its own API server
-    is one of them), and their probes may well have passed before that. A kubelet restart syncs
-    every pod at once (containers keep running; the startup probes, every 2 s, pass again within
-    seconds), so the mirror pods appear now."""
+    """A kubelet creates a static pod's mirror pod when it syncs the pod, and only once its Node
+    exists and the API server admits it (the system-node-critical PriorityClass that the API server
+    creates as it starts); after that, only when the pod is next synced: when a probe result
+    changes, else at its resync, up to a minute later. On a control plane both may come after the
+    2 s startup probes have passed. A kubelet restart syncs every pod at once (containers keep
+    running), so the mirror pods appear now.
+
+    Before the restart the Node's Ready goes Unknown (true while no kubelet runs): a restarted
+    kubelet reports a Node it last saw Ready only at its next status period (10 s), one that is
+    not Ready through its start-up fast path as soon as it is."""
     expected = set(expected_static_pods(ctx.cluster, host))
-    listed = ctx.kubectl().run("get", "pods", "-n", "kube-system", f"--field-selector=spec.nodeName={host.name}", "-o", "name")
-    missing = expected - {line.removeprefix("pod/") for line in listed.stdout.split()}
-    if not missing:
-        return
+    wait_node(ctx, host, ctx.options.node_timeout)
+    kubectl = ctx.kubectl(bootstrap=True)
+    deadline = time.monotonic() + MIRROR_GRACE
+    while True:
+        listed = kubectl.run("get", "pods", "-n", "kube-system", f"--field-selector=spec.nodeName={host.name}", "-o", "name")
+        missing = expected - {line.removeprefix("pod/") for line in listed.stdout.split()}
+        if not missing:
+            return
+        if time.monotonic() > deadline:
+            break
+        time.sleep(0.5)  # a sync may be creating them right now
+    unknown = {"status": {"conditions": [{"type": "Ready", "status": "Unknown", "reason": "KubeletRestarting",
+                                          "message": "kubeprov restarts the kubelet to create its mirror pods"}]}}
+    kubectl.run("patch", "node", host.name, "--subresource=status", "--type=strategic", "-p", json.dumps(unknown))
     _check(ctx, host, "systemctl restart kubelet", "restarting the kubelet")
     ctx.say(host.name, f"kubelet restarted to create the mirror pods of {', '.join(sorted(missing))}", "changed")
 
 
+MIRROR_GRACE = 2.0  # seconds a control plane's mirror pods may still take before its kubelet is restarted
+
+
 def run_mark_control_plane(ctx: UpContext) -> None:
-    first = ctx.cluster.first_control_plane
-    mark_control_plane(ctx, first, joining=first.name in ctx.newly_joined)
+    mark_control_plane(ctx, ctx.cluster.first_control_plane)
 
 
 ADDON_FILES = ("kube-proxy.yaml", "coredns.yaml")
@@ -689,7 +706,8 @@ def run_join_control_planes(ctx: UpContext) -> None:
             etcd_promote(ctx, host, learner)  # its API server needs a voting member (a learner serves no writes)
         seconds = ctx.kubectl(host).wait_ready(ctx.options.api_timeout)
         ctx.say(host.name, f"API server ready after {seconds:.1f}s")
-        mark_control_plane(ctx, host, joining=True)
+        ensure_mirror_pods(ctx, host)
+        mark_control_plane(ctx, host)
         ctx.mark_joined(host)
 
 
@@ -777,7 +795,7 @@ def run_verify(ctx: UpContext) -> None:
         if time.monotonic() > deadline:
             raise KubeprovError(f"not ready after {ctx.options.node_timeout:g} s: nodes {', '.join(missing) or 'ok'}; "
                                 f"pods not Ready: {', '.join(not_ready) or 'none'}")
-        time.sleep(2)
+        time.sleep(1)
     if external(ctx):
         run_etcd_health(ctx)
     else:
