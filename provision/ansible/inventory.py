@@ -33,7 +33,7 @@ PLAYBOOKS = Path(str(resources.files("provision.playbooks")))
 ROLES_DIR = PLAYBOOKS / "roles"
 APPLIED_PATH = "/var/lib/kubeprov/applied.json"
 
-NODE_ROLES = ("os", "containerd", "runc", "cni-plugins", "crictl", "kubelet", "images")
+NODE_ROLES = ("os", "runc", "containerd", "images", "cni-plugins", "crictl", "kubelet")  # prepare.yml's order
 # Roles the node roles depend on (meta/main.yml): their edits must re-run prepare too.
 SHARED_ROLES = ("files", "apt-index", "node-packages", "kubernetes-repo", "kubernetes-artifact")
 

@@ -1,0 +1,96 @@
+"""Action kubeprov_images: import the bundle's image tarballs a host lacks into containerd, in the
+background while the roles after it run.
+
+Two calls, one per task (tasks/main.yml, then tasks/wait.yml at the end of the play):
+
+`images` (the inventory's kubeprov_images: {file, sha256, refs}), `bundle_dir` on the controller,
+`namespace` (default k8s.io, the one the kubelet's CRI uses): an image counts as present when
+containerd has every one of its refs. The missing tarballs are sent over the task's connection
+(sftp/scp, no module run per file) into a job directory under /var/lib/kubeprov/images/, checked
+by sha256 on the host, and a detached job imports them one after another with `ctr`, deleting each
+tarball once imported (containerd's content store keeps the image), then writes `status`.
+Returns `job`, the job directory ("" when nothing was missing).
+
+`wait_for: <job>`: waits on the host until that job wrote its status, and fails with ctr's own
+last line when an import failed.
+
+Importing is seconds of CPU per image (decompression, layer unpacking); overlapping it with the
+CNI, crictl and kubelet roles keeps it off prepare's critical path.
+"""
+
+import os
+import shlex
+
+from ansible.errors import AnsibleActionFail
+from ansible.plugins.action import ActionBase
+
+STAGING = "/var/lib/kubeprov/images"
+WAIT_SECONDS = 900
+
+
+class ActionModule(ActionBase):
+    TRANSFERS_FILES = True
+
+    def _run(self, command, what):
+        result = self._low_level_execute_command(command, sudoable=True)
+        if result["rc"] != 0:
+            error = (result.get("stderr") or result.get("stdout") or "").strip().splitlines()
+            raise AnsibleActionFail(f"{what}: {error[-1] if error else 'exit %d' % result['rc']}")
+        return result.get("stdout", "")
+
+    def run(self, tmp=None, task_vars=None):
+        result = super().run(tmp, task_vars)
+        if "wait_for" in self._task.args:
+            return {**result, **self._wait(self._task.args["wait_for"])}
+        return {**result, **self._start()}
+
+    def _start(self):
+        images = self._task.args.get("images") or []
+        bundle = self._task.args.get("bundle_dir", "")
+        ctr = "ctr --namespace " + shlex.quote(self._task.args.get("namespace", "k8s.io"))
+        if not images:
+            return {"changed": False, "job": "", "skipped": True, "skip_reason": "no images for this host"}
+        present = set(self._run(f"{ctr} images list --quiet", "listing containerd's images").split())
+        missing = [image for image in images if not set(image["refs"]) <= present]
+        if not missing or self._task.check_mode:
+            return {"changed": bool(missing), "job": "", "imported": [image["file"] for image in missing]}
+        for image in missing:
+            if not os.path.isfile(os.path.join(bundle, image["file"])):
+                raise AnsibleActionFail(f"{os.path.join(bundle, image['file'])} is missing on the controller")
+        job = self._run(f"mkdir -p {STAGING} && mktemp -d {STAGING}/job.XXXXXX", "making the image job directory").strip()
+        # Sent as the login user (a become user may not own the job directory): into its temp
+        # directory first, then moved.
+        remote_tmp = self._make_tmp_path()
+        try:
+            checks, names = [], []
+            for number, image in enumerate(missing):
+                sent, name = f"{remote_tmp}/{number}.tar", f"{number}.tar"
+                self._connection.put_file(os.path.join(bundle, image["file"]), sent)
+                checks.append(f"echo {shlex.quote(image['sha256'] + '  ' + sent)} | sha256sum --check --quiet --status - "
+                              f"|| {{ echo {shlex.quote(image['file'] + ': sha256 differs after the transfer')} >&2; exit 1; }}; "
+                              f"mv {sent} {job}/{name}")
+                names.append((name, image["file"]))
+            self._run("; ".join(checks), "sending " + ", ".join(image["file"] for image in missing))
+        finally:
+            self._remove_tmp_path(remote_tmp)
+        # One job at a time per host (flock): a run interrupted mid-import may have left one going.
+        steps = " && ".join(
+            f"{{ {ctr} images import {name} >>log 2>&1 || {{ echo {shlex.quote('failed ' + file)} >status.new; mv status.new status; exit 1; }}; }} && rm {name}"
+            for name, file in names)
+        script = f"cd {job} && flock {STAGING}/.lock sh -c {shlex.quote(steps + ' && echo ok >status.new && mv status.new status')}"
+        self._run(f"setsid -f sh -c {shlex.quote(script)} </dev/null >/dev/null 2>&1", "starting the image import")
+        return {"changed": True, "job": job, "imported": [image["file"] for image in missing]}
+
+    def _wait(self, job):
+        if not job:
+            return {"changed": False, "skipped": True, "skip_reason": "no import was started"}
+        job = shlex.quote(job)
+        status = self._run(
+            f"timeout {WAIT_SECONDS} sh -c 'until [ -e {job}/status ]; do sleep 0.2; done' "
+            f"|| {{ echo 'the image import did not finish in {WAIT_SECONDS} s' >&2; exit 1; }}; "
+            f"cat {job}/status; if [ \"$(cat {job}/status)\" != ok ]; then tail -n 1 {job}/log; fi",
+            "waiting for the image import").splitlines()
+        if not status or status[0] != "ok":
+            raise AnsibleActionFail(f"image import: {status[0] if status else 'no status'}: {status[-1] if len(status) > 1 else ''}")
+        self._run(f"rm -rf {job}", "removing the image job directory")
+        return {"changed": True}
