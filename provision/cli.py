@@ -75,15 +75,10 @@ def _root(
     pass
 
 
-def _load(config: Path | None, inventory: Path | None, cluster_dir: Path | None = None):
-    from provision.config import load_cluster, warnings_for
+def _load(config: Path | None, inventory: Path | None, cluster_dir: Path | None = None, *, expiry: bool = True):
+    from provision.loading import load_for_command
 
-    cluster = load_cluster(config, inventory)
-    if cluster_dir is not None:
-        cluster = cluster.model_copy(update={"cluster_dir": cluster_dir})
-    for warning in warnings_for(cluster):
-        err.print(f"[yellow]warning:[/] {escape(warning)}", soft_wrap=True)
-    return cluster
+    return load_for_command(config, inventory, cluster_dir, expiry=expiry)
 
 
 # --- config ---------------------------------------------------------------------------------
@@ -185,7 +180,8 @@ def certs_check_expiration(
     """
     from provision.pki import PKIStore
 
-    cluster = _load(config, inventory, cluster_dir)
+    # expiry=False: this command is the full report; the one-line warning would repeat it.
+    cluster = _load(config, inventory, cluster_dir, expiry=False)
     rows, ca_rows = PKIStore(cluster).check()
     now = dt.datetime.now(dt.timezone.utc)
     problems: list[str] = []
@@ -244,12 +240,15 @@ def certs_renew(
     """
     from provision.pki import PKIStore
 
-    cluster = _load(config, inventory, cluster_dir)
+    cluster = _load(config, inventory, cluster_dir, expiry=False)
     store = PKIStore(cluster)
     creds = store.select(names, host or [])
     if not creds:
         raise KubeprovError("nothing matches those names and hosts")
     _print_outcomes(store.renew(creds, new_key=new_key), verbose=True)
+    from provision.loading import warn_expiring
+
+    warn_expiring(cluster, config, inventory, cluster_dir)  # what this renew left expiring, read after it
 
 
 # --- render ---------------------------------------------------------------------------------

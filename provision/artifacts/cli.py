@@ -34,7 +34,7 @@ VersionOpt = Annotated[
 
 
 def _cluster(config: Path | None, inventory: Path | None, version: str | None):
-    from provision.config import load_cluster
+    from provision.loading import load_for_command
 
     if config is not None and version is not None:
         raise ConfigError("give a cluster file (-c) or --version, not both")
@@ -42,7 +42,7 @@ def _cluster(config: Path | None, inventory: Path | None, version: str | None):
         if version is None:
             raise ConfigError("give a cluster file (-c FILE) or --version V")
         return None
-    return load_cluster(config, inventory)
+    return load_for_command(config, inventory)
 
 
 def _checksum(artifact, cache) -> str:
