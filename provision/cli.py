@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import os
 import sys
+import warnings
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -14,7 +15,7 @@ from rich.table import Table
 
 from provision import __version__, console
 from provision.console import OutputOpt, err, out
-from provision.errors import KubeprovError
+from provision.errors import KubeprovError, KubeprovWarning
 
 app = typer.Typer(
     name="kubeprov",
@@ -522,7 +523,19 @@ for _panel, _names in _PANELS.items():
             _info.rich_help_panel = _panel
 
 
+_python_showwarning = warnings.showwarning
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """kubeprov's own warnings (an inventory's, relayed from Ansible) as one line, like the others."""
+    if issubclass(category, KubeprovWarning):
+        err.print(f"[yellow]warning:[/] {escape(str(message))}", soft_wrap=True)
+    else:
+        _python_showwarning(message, category, filename, lineno, file, line)
+
+
 def main() -> None:
+    warnings.showwarning = _show_warning
     try:
         app()
     except KubeprovError as exc:

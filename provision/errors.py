@@ -9,6 +9,10 @@ class KubeprovError(Exception):
     exit_code = 1
 
 
+class KubeprovWarning(UserWarning):
+    """A notice from kubeprov's libraries (Python's warnings); the CLI shows each as one `warning:` line."""
+
+
 class ConfigError(KubeprovError):
     """Bad input: a config file, inventory or flag. Names the file and, where known, the field."""
 

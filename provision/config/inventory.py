@@ -1,89 +1,242 @@
-"""Hosts from an Ansible inventory (INI or YAML), using kubespray's group names.
+"""Hosts from an Ansible inventory, read by ansible-core itself; kubeprov keeps only kubespray's mapping.
 
-kube_control_plane → control-plane, kube_node → worker, etcd → etcd. Host variables
-ansible_host / ansible_user / ansible_port / ansible_ssh_private_key_file map to the host's
-address and SSH settings; kubespray's `ip` is the address the cluster uses.
+ansible-core parses the inventory as `ansible-playbook -i` would: INI and YAML/JSON, host ranges,
+children groups, group_vars/ and host_vars/ beside the inventory (files or directories), a
+directory of inventory files, and the inventory plugins Ansible enables (executable inventory
+scripts, plugin configs such as `plugin: ansible.builtin.generator`), honouring ansible.cfg.
+Variables take Ansible's precedence: a host's own beat its groups' (host_vars/ over the inventory
+file); a deeper group beats its parents and `all` is weakest; and any group_vars/ file beats what
+the inventory file itself sets on groups.
 
-Groups work the way Ansible's do: a child group's hosts belong to its parents, and a variable
-comes from the most specific place that sets it — the host itself, then groups from the deepest
-(farthest from `all`) to the shallowest, ties broken by group name, then `all`. The result is
-plain data for `Cluster` to validate, so the model's errors apply to inventory hosts too.
+What stays here is kubespray's mapping: kube_control_plane → control-plane, kube_node → worker,
+etcd → etcd (the old kube-master / kube_master / kube-node names too); ansible_host /
+ansible_user / ansible_port / ansible_ssh_private_key_file → the host's address and SSH
+settings; kubespray's `ip` → the address the cluster uses. The result is plain data for
+`Cluster` to validate, so the model's errors apply to inventory hosts too.
+
+Why the Python API (DataLoader + InventoryManager + VariableManager) rather than running
+`ansible-inventory --list`: no second process on every command (ansible-inventory takes ~0.6 s of
+CPU here; importing ansible in-process ~0.35 s, then ~0.03 s to load a small inventory), per-host
+variables come out already merged, and failures arrive as exceptions that carry the file and
+line they concern instead of text to scrape (ansible-inventory's own message for a broken
+group_vars file does not name it). ansible is imported only inside `load_inventory`, so commands
+without an inventory never pay for it.
 """
 
 from __future__ import annotations
 
+import io
+import os
 import re
-import shlex
+import traceback
+import warnings
+from contextlib import contextmanager, redirect_stderr, redirect_stdout
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
-from provision.config.source import label, parse_yaml, read_text
-from provision.errors import ConfigError
+from provision.config.source import read_text
+from provision.errors import ConfigError, KubeprovWarning
 
 ROLE_GROUPS = {"kube_control_plane": "control-plane", "kube_node": "worker", "etcd": "etcd"}
 # Older kubespray inventories call the control plane group kube-master / kube_master.
 LEGACY_GROUPS = {"kube-master": "kube_control_plane", "kube_master": "kube_control_plane", "kube-node": "kube_node"}
-# Tried in this order when the inventory is given as a directory (kubespray's inventory/<name>/).
-DIRECTORY_FILES = ("hosts.yaml", "hosts.yml", "hosts.ini", "inventory.ini", "hosts")
+# A cluster is at most a few thousand machines; more means a host range written too wide
+# (node[1:99999]), and merging each host's variables would then take minutes.
+MAX_HOSTS = 10_000
 
-# Ansible host ranges: [01:10], [1:10:2], [a:f].
-_RANGE = re.compile(r"\[([0-9a-zA-Z]+):([0-9a-zA-Z]+)(?::([0-9]+))?\]")
-_MAX_RANGE = 10_000
+# Ansible's own notices that say nothing to a kubeprov user: kubespray's legacy group names carry
+# '-', which Ansible flags; an unparsed source is reported as kubeprov's own error instead.
+_NOISE = re.compile(r"^(Invalid characters were found in group names|No inventory was parsed)")
+_UNPARSED = re.compile(r"^Unable to parse (?P<source>.+) as an inventory source$")
+_PLUGIN_FAILED = re.compile(r"with '(?P<plugin>[^']+)' plugin")
 # A YAML inventory starts with a group name and a colon (`all:`); an INI one with a host or [section].
 _YAML_START = re.compile(r"^(---|[^\s\[=#;]+:(\s|$))")
+_PLUGIN_KEY = re.compile(r"^plugin\s*:", re.MULTILINE)
+_TEMPLATE = ("{{", "{%")
+
+
+class InventoryWarning(KubeprovWarning):
+    """Something Ansible reported while reading an inventory that it did not treat as an error
+    (an unknown key in a YAML group, a group and a host of the same name…)."""
 
 
 @dataclass
-class _Group:
-    hosts: list[str] = field(default_factory=list)
-    vars: dict[str, Any] = field(default_factory=dict)
-    children: list[str] = field(default_factory=list)
+class _Failure:
+    plugin: str
+    error: Exception
+    source: str | None = None  # the file, once Ansible says it gave up on it
 
 
 @dataclass
-class _Inventory:
-    """What the file says, before anything is resolved: groups, and each host's own vars."""
+class _Reports:
+    """What Ansible's Display was asked to show while loading, kept instead of printed."""
 
-    source: str
-    groups: dict[str, _Group] = field(default_factory=lambda: {"all": _Group(), "ungrouped": _Group()})
-    host_vars: dict[str, dict[str, Any]] = field(default_factory=dict)  # in order of first appearance
+    warnings: list[str] = field(default_factory=list)
+    failures: list[_Failure] = field(default_factory=list)
+    unparsed: list[str] = field(default_factory=list)
 
-    def group(self, name: str) -> _Group:
-        return self.groups.setdefault(LEGACY_GROUPS.get(name, name), _Group())
-
-    def add_host(self, group: str, pattern: str, host_vars: dict[str, Any], where: str) -> None:
-        name, port = _split_port(pattern)
-        if port is not None:
-            host_vars = {"ansible_port": port, **host_vars}
-        for host in _expand(name, self.source, where):
-            members = self.group(group).hosts
-            if host not in members:
-                members.append(host)
-            self.host_vars.setdefault(host, {}).update(host_vars)
-
-    def add_child(self, parent: str, child: str) -> None:
-        child = LEGACY_GROUPS.get(child, child)
-        children = self.group(parent).children
-        if child not in children:
-            children.append(child)
+    def clear(self) -> None:
+        self.warnings.clear()
+        self.failures.clear()
+        self.unparsed.clear()
 
 
 def load_inventory(path: Path) -> list[dict[str, Any]]:
-    """The hosts of a kubespray-style inventory file (or directory), control planes first."""
+    """The hosts of a kubespray-style inventory (file or directory), control planes first."""
     path = Path(path)
-    if path.is_dir():
-        found = [path / name for name in DIRECTORY_FILES if (path / name).is_file()]
-        if not found:
-            raise ConfigError(f"directory has none of {', '.join(DIRECTORY_FILES)}", source=str(path))
-        path = found[0]
-    text = read_text(path)
+    _check_readable(path)
     source = str(path)
+    with _ansible_reports() as reports:
+        hosts = _load(path, reports)
+    for message in dict.fromkeys(reports.warnings):
+        warnings.warn(f"{source}: {message}", InventoryWarning, stacklevel=2)
+    return hosts
+
+
+def _check_readable(path: Path) -> None:
+    """The errors kubeprov gives for any file it reads (no such file, a FIFO, not UTF-8, too big),
+    before Ansible, which would skip a missing source with a warning or block on a FIFO."""
+    if not path.is_dir():
+        read_text(path)
+
+
+@contextmanager
+def _ansible_reports() -> Iterator[_Reports]:
+    """Ansible shows warnings and per-plugin parse failures through its Display singleton,
+    straight onto stdout/stderr; collect them so kubeprov says what matters in its own words."""
+    reports = _Reports()
+    # Anything written directly (ansible.cfg notices at import time…) is dropped; the rest is recorded below.
+    with redirect_stdout(io.StringIO()), redirect_stderr(io.StringIO()):
+        from ansible.utils.display import Display
+
+        display = Display()
+
+        def warning(msg, *args, **kwargs):
+            unparsed = _UNPARSED.match(str(msg))
+            if unparsed:
+                reports.unparsed.append(unparsed.group("source"))
+                for failure in reports.failures:
+                    failure.source = failure.source or unparsed.group("source")
+            elif not _NOISE.match(str(msg)):
+                reports.warnings.append(" ".join(str(msg).split()))
+
+        def error_as_warning(msg, exception, *args, **kwargs):
+            plugin = _PLUGIN_FAILED.search(str(msg or ""))
+            reports.failures.append(_Failure(plugin.group("plugin").rsplit(".", 1)[-1] if plugin else "", exception))
+
+        hooks = {"warning": warning, "error_as_warning": error_as_warning, "deprecated": lambda *a, **k: None}
+        for name, hook in hooks.items():
+            setattr(display, name, hook)  # the instance attribute shadows the method
+        try:
+            yield reports
+        finally:
+            for name in hooks:
+                delattr(display, name)
+
+
+def _collections_needed(reports: _Reports) -> bool:
+    """Whether this load needs Ansible's collection loader, which every ansible command sets up first
+    and which costs ~0.1 s of CPU (it reads ansible.builtin's routing table): only plugins named by
+    their full name need it (`plugin: ansible.builtin.generator`, a collection's plugin)."""
+    from ansible import constants
+    from ansible.utils.collection_loader import AnsibleCollectionConfig
+
+    if AnsibleCollectionConfig.collection_finder is not None:  # set up once per process
+        return False
+    enabled = [*constants.INVENTORY_ENABLED, *constants.VARIABLE_PLUGINS_ENABLED]
+    return any("." in name for name in enabled) or any(
+        "specifies unknown plugin" in str(failure.error) for failure in reports.failures
+    )
+
+
+def _load(path: Path, reports: _Reports) -> list[dict[str, Any]]:
+    from ansible.errors import AnsibleError
+    from ansible.inventory.manager import InventoryManager
+    from ansible.parsing.dataloader import DataLoader
+    from ansible.plugins.loader import init_plugin_loader
+    from ansible.vars.manager import VariableManager
+
+    def parse():
+        loader = DataLoader()
+        try:
+            return loader, InventoryManager(loader=loader, sources=[str(path.absolute())])
+        except AnsibleError as exc:  # ansible.cfg may make an unparsed source fatal; the failures say why
+            return loader, exc
+
+    if _collections_needed(reports):
+        init_plugin_loader()
+    loader, inventory = parse()
+    if _collections_needed(reports):  # a plugin named by its full name: set the loader up, read again
+        init_plugin_loader()
+        reports.clear()
+        loader, inventory = parse()
+    _raise_unparsed(path, reports)
+    if isinstance(inventory, Exception):
+        raise _config_error(inventory, path)
+    if len(inventory.hosts) > MAX_HOSTS:
+        raise ConfigError(f"{len(inventory.hosts)} hosts, more than {MAX_HOSTS}: is a host range written too wide?",
+                          source=str(path))
+    variables = VariableManager(loader=loader, inventory=inventory)
+    # Only group_vars/ and host_vars/ beside the inventory: with no playbook, Ansible would also read
+    # them from the working directory, which would make the cluster depend on where kubeprov runs.
+    variables.safe_basedir = False
+
+    roles: dict[str, list[str]] = {}
+    for name, host in inventory.hosts.items():  # the inventory's order: each host's first appearance
+        groups = {LEGACY_GROUPS.get(group.name, group.name) for group in host.get_groups()}
+        found = [role for group, role in ROLE_GROUPS.items() if group in groups]
+        if found:
+            roles[name] = found
+    if not roles:
+        said = f"; Ansible warned: {' / '.join(dict.fromkeys(reports.warnings))}" if reports.warnings else ""
+        raise ConfigError(
+            f"no hosts in the groups kube_control_plane, kube_node or etcd (kubespray's group names){said}",
+            source=str(path),
+        )
+    # Control planes first (the first one bootstraps the cluster), then the inventory's order.
+    ordered = sorted(roles, key=lambda name: "control-plane" not in roles[name])
+    result = []
+    for name in ordered:
+        try:
+            merged = variables.get_vars(host=inventory.hosts[name], include_hostvars=False, stage="all")
+        except AnsibleError as exc:  # a broken group_vars/host_vars file
+            raise _config_error(exc, path) from None
+        result.append(_host_entry(name, _Variables(merged, loader, path, name), roles[name]))
+    return result
+
+
+# --- errors -------------------------------------------------------------------------------------
+
+
+def _raise_unparsed(path: Path, reports: _Reports) -> None:
+    """Ansible skips a source no plugin could read (with a warning); kubeprov stops at it, naming the file."""
+    if reports.failures:
+        first = reports.failures[0].source
+        failures = [f for f in reports.failures if f.source == first] or reports.failures
+        failed = Path(first) if first else path
+        raise _config_error(_most_relevant(failed, failures).error, failed)
+    if reports.unparsed:
+        from ansible import constants
+
+        raise ConfigError(f"none of Ansible's inventory plugins ({', '.join(constants.INVENTORY_ENABLED)}) can read it",
+                          source=reports.unparsed[0])
+
+
+def _most_relevant(path: Path, failures: list[_Failure]) -> _Failure:
+    """Of the plugins that tried the file and failed, the one meant for it: every plugin that accepts
+    a file tries it in turn, so a YAML typo also fails as INI, and the INI complaint would mislead."""
+    try:
+        text = path.read_text(errors="replace")
+    except OSError:
+        text = ""
+    order = ["script"] if os.access(path, os.X_OK) else []
     if _looks_like_yaml(path, text):
-        inventory = _from_yaml(parse_yaml(text, source), source)
+        # `auto` reads plugin configs (a top-level `plugin:` key); `yaml` reads group trees.
+        order += ["auto", "yaml"] if _PLUGIN_KEY.search(text) else ["yaml", "auto"]
     else:
-        inventory = _from_ini(text, source)
-    return _hosts(inventory)
+        order += ["ini"]
+    return min(failures, key=lambda f: order.index(f.plugin) if f.plugin in order else len(order))
 
 
 def _looks_like_yaml(path: Path, text: str) -> bool:
@@ -97,247 +250,127 @@ def _looks_like_yaml(path: Path, text: str) -> bool:
     return False
 
 
-def _split_port(pattern: str) -> tuple[str, int | None]:
-    """Ansible's `host:port` in an inventory host name (`node[1:3]:2222` too; not bare IPv6)."""
-    match = re.fullmatch(r"(.+):([0-9]+)", pattern)
-    if match and ":" not in _RANGE.sub("", match.group(1)):
-        return match.group(1), int(match.group(2))
-    return pattern, None
+def _origin(exc: BaseException | None):
+    """The file (and line) an Ansible error concerns: Ansible tags errors and values with their
+    Origin, sometimes on an exception further down the chain (host_group_vars re-raises without it)."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        origin = _tagged_origin(getattr(exc, "obj", None))
+        if origin is not None:
+            return origin
+        exc = exc.__cause__ or exc.__context__
+    return None
 
 
-def _expand(pattern: str, source: str, where: str) -> list[str]:
-    """Ansible's host ranges: node[01:03] → node01 node02 node03; [1:9:2] steps; [a:c] letters."""
-    match = _RANGE.search(pattern)
-    if not match:
-        return [pattern]
-    start, end, step = match.group(1), match.group(2), int(match.group(3) or 1)
+def _tagged_origin(obj: Any):
+    """The Origin (with a file) that `obj` is or carries, if any."""
+    from ansible._internal._datatag._tags import Origin  # ansible-core 2.19 (pinned) keeps Origin here
 
-    def bad(why: str) -> ConfigError:
-        return ConfigError(f"{where}: host range {pattern!r} {why}", source=source)
-
-    if step < 1:
-        raise bad("has a step below 1")
-    if start.isdigit() and end.isdigit():
-        if len(start) != len(end) and start.startswith("0"):
-            raise bad("pads its start with zeros but not its end")
-        if int(start) > int(end):
-            raise bad("is empty (start after end)")
-        if (int(end) - int(start)) // step >= _MAX_RANGE:
-            raise bad(f"has more than {_MAX_RANGE} hosts")
-        width = len(start) if start.startswith("0") else 0
-        items = [str(i).zfill(width) for i in range(int(start), int(end) + 1, step)]
-    elif len(start) == len(end) == 1 and start.isalpha() and end.isalpha():
-        if start > end:
-            raise bad("is empty (start after end)")
-        items = [chr(c) for c in range(ord(start), ord(end) + 1, step)]
-    else:
-        raise bad("is neither numeric ([01:09]) nor alphabetic ([a:f])")
-    head, tail = pattern[: match.start()], pattern[match.end():]
-    expanded = [name for item in items for name in _expand(head + item + tail, source, where)]
-    if len(expanded) > _MAX_RANGE:
-        raise bad(f"has more than {_MAX_RANGE} hosts")
-    return expanded
+    if obj is None:
+        return None
+    origin = obj if isinstance(obj, Origin) else Origin.get_tag(obj)
+    return origin if origin is not None and origin.path else None
 
 
-# --- INI ------------------------------------------------------------------------------------
+def _ini_line(exc: BaseException, path: Path) -> int | None:
+    """The line an INI inventory failed at. ansible-core 2.19's INI plugin counts lines as it parses
+    but clears the count before it reports a failure (its `finally` runs first); the text of the line
+    it stopped at is still in its parsing frame, and names the line when the file has it only once."""
+    text = None
+    while exc is not None and text is None:
+        for frame, _ in traceback.walk_tb(exc.__traceback__):
+            code = frame.f_code
+            if code.co_name == "_parse" and code.co_filename.endswith(os.path.join("inventory", "ini.py")):
+                text = frame.f_locals.get("line")
+        exc = exc.__cause__ or exc.__context__
+    if not isinstance(text, str) or not text:
+        return None
+    try:
+        numbers = [n for n, line in enumerate(path.read_text(errors="replace").splitlines(), 1) if line.strip() == text]
+    except OSError:
+        return None
+    return numbers[0] if len(numbers) == 1 else None
 
 
-def _from_ini(text: str, source: str) -> _Inventory:
-    inventory = _Inventory(source)
-    section, kind = "ungrouped", "hosts"
+def _config_error(exc: Exception, fallback: Path, field: str | None = None) -> ConfigError:
+    origin = _origin(exc)
+    source = origin.path if origin is not None else str(fallback)
+    message = " ".join(str(getattr(exc, "message", exc)).split()).removeprefix("Failed to parse inventory: ")
+    # Ansible names the type it found by its internal class (<class '…._AnsibleTaggedList'>).
+    message = re.sub(r"<class '(?:[\w.]*\._AnsibleTagged)?(\w+)'>", lambda m: m.group(1).lower(), message)
+    line = origin.line_num if origin is not None else None
+    # Groups used but never defined are reported after the last line; the message names them.
+    if line is None and "undefined group" not in message:
+        line = _ini_line(exc, Path(source))
+    where = ""
+    if line:
+        where = f"line {line}" + (f", column {origin.col_num}" if origin is not None and origin.col_num else "") + ": "
+    return ConfigError(where + message, source=source, field=field)
 
-    def malformed(number: int, why: str) -> ConfigError:
-        return ConfigError(f"malformed INI: line {number}: {why}", source=source)
 
-    for number, raw in enumerate(text.splitlines(), start=1):
-        line = raw.strip()
-        if not line or line.startswith(("#", ";")):
-            continue
-        if line.startswith("["):
-            if not line.endswith("]"):
-                raise malformed(number, f"section header {line!r} does not end with ']'")
-            section, _, kind = line[1:-1].strip().partition(":")
-            kind = kind or "hosts"
-            if not section or any(ch.isspace() for ch in section):
-                raise malformed(number, f"{line!r} is not a group name")
-            if kind not in ("hosts", "vars", "children"):
-                raise malformed(number, f"{line!r}: a section is [group], [group:vars] or [group:children]")
-            inventory.group(section)
-            continue
-        if kind == "vars":
-            key, eq, value = line.partition("=")
-            if not eq or not key.strip():
-                raise malformed(number, f"expected key=value under [{section}:vars]")
-            inventory.group(section).vars[key.strip()] = _ini_value(value)
-            continue
+# --- variables → a host entry -------------------------------------------------------------------
+
+
+class _Variables:
+    """One host's merged variables as Ansible would use them: a value written as a template
+    (`ip: "{{ ansible_host }}"`) is rendered, as Ansible renders connection variables."""
+
+    def __init__(self, merged: dict[str, Any], loader, inventory: Path, host: str):
+        self._merged, self._loader, self._inventory, self._host = merged, loader, inventory, host
+
+    def first(self, *names: str) -> Any:
+        """The value of the first of `names` that is set (Ansible's older ansible_ssh_* spellings last)."""
+        name = next((name for name in names if name in self._merged), None)
+        return None if name is None else self.get(name)
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._merged
+
+    def get(self, name: str) -> Any:
+        from ansible.errors import AnsibleError
+        from ansible.template import Templar
+
+        value = self._merged[name]
         try:
-            words = shlex.split(line, comments=True)
-        except ValueError as exc:
-            raise malformed(number, str(exc)) from None
-        if not words:
-            continue
-        if kind == "children":
-            if len(words) != 1:
-                raise malformed(number, f"one group name per line in the children of group {section!r}")
-            inventory.add_child(section, words[0])
-            continue
-        if "=" in words[0]:
-            raise malformed(number, f"{words[0]!r} is not a host name (a variable belongs in [{section}:vars])")
-        host_vars = {}
-        for word in words[1:]:
-            key, eq, value = word.partition("=")
-            if not eq or not key:
-                raise malformed(number, f"expected key=value after the host name, got {word!r}")
-            host_vars[key] = _ini_value(value)
-        inventory.add_host(section, words[0], host_vars, f"line {number}")
-    return inventory
+            if isinstance(value, str) and any(marker in value for marker in _TEMPLATE):
+                value = Templar(loader=self._loader, variables=self._merged).template(value)
+            return _plain(value)
+        except AnsibleError as exc:  # an undefined variable in a template, a vault value without its password
+            origin = _origin(exc) or _tagged_origin(self._merged[name])
+            source = origin.path if origin is not None else str(self._inventory)
+            message = " ".join(str(getattr(exc, "message", exc)).split())
+            raise ConfigError(f"cannot evaluate {name}: {message}", source=source, field=self._host) from None
 
 
-def _ini_value(value: str) -> Any:
-    """INI values are text; whole numbers become ints (ports) and one pair of quotes is dropped."""
-    value = value.strip()
-    if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
-        return value[1:-1]
-    if value.isascii() and value.isdigit():
+def _plain(value: Any) -> Any:
+    """Ansible's values are tagged subclasses of str, int, dict…; the model wants the plain types."""
+    if value is None or isinstance(value, bool):
+        return value
+    if isinstance(value, str):
+        return str.__str__(value)
+    if isinstance(value, int):
         return int(value)
+    if isinstance(value, float):
+        return float(value)
+    if isinstance(value, dict):
+        return {_plain(key): _plain(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(item) for item in value]
     return value
 
 
-# --- YAML -----------------------------------------------------------------------------------
-
-
-def _from_yaml(data: Any, source: str) -> _Inventory:
-    if not isinstance(data, dict) or not data:
-        raise ConfigError("an Ansible YAML inventory is a mapping with a top-level group such as 'all'", source=source)
-    inventory = _Inventory(source)
-
-    def fail(where: str, why: str) -> ConfigError:
-        return ConfigError(why, source=source, field=where)
-
-    def visit(name: Any, body: Any, where: str) -> None:
-        if not isinstance(name, str) or not name:
-            raise fail(where, f"a group name must be text, got {name!r}")
-        inventory.group(name)
-        if body is None:
-            return
-        if not isinstance(body, dict):
-            raise fail(where, "a group is a mapping with hosts, vars and children")
-        for key in body:
-            if key not in ("hosts", "vars", "children"):
-                raise fail(f"{where}.{label(key)}", "unknown key (a group has hosts, vars and children)")
-        hosts = _mapping(body.get("hosts"), fail, f"{where}.hosts", "hosts are a mapping of host name → vars")
-        for host, host_vars in hosts.items():
-            if not isinstance(host, str) or not host:
-                raise fail(f"{where}.hosts", f"a host name must be text, got {host!r}")
-            host_vars = _mapping(host_vars, fail, f"{where}.hosts.{label(host)}", "host vars are a mapping")
-            inventory.add_host(name, host, host_vars, f"{where}.hosts")
-        inventory.group(name).vars.update(_mapping(body.get("vars"), fail, f"{where}.vars", "vars are a mapping"))
-        children = _mapping(body.get("children"), fail, f"{where}.children", "children are a mapping of group name → group")
-        for child, child_body in children.items():
-            visit(child, child_body, f"{where}.children.{label(child)}")
-            inventory.add_child(name, child)
-
-    for name, body in data.items():
-        visit(name, body, label(name))
-    return inventory
-
-
-def _mapping(value: Any, fail, where: str, why: str) -> dict:
-    """`value` as a dict: empty when absent (YAML's `hosts:` with nothing after it), else an error."""
-    if value is None:
-        return {}
-    if not isinstance(value, dict):
-        raise fail(where, why)
-    return value
-
-
-# --- groups → hosts -------------------------------------------------------------------------
-
-
-def _depths(inventory: _Inventory) -> dict[str, int]:
-    """Each group's longest distance from `all` (Ansible's group depth); refuses loops and unknown children.
-
-    Parents are visited before children (Kahn's topological order), so a group's depth is one
-    more than its deepest parent's; a group left unvisited is part of a loop.
-    """
-    groups = inventory.groups
-    parents: dict[str, set[str]] = {name: set() for name in groups}
-    for name, group in groups.items():
-        for child in group.children:
-            if child not in groups:
-                raise ConfigError(f"group {name!r} names an undefined child group {child!r}", source=inventory.source)
-            parents[child].add(name)
-    waiting = {name: len(found) for name, found in parents.items()}
-    ready = [name for name, count in waiting.items() if count == 0]
-    depth: dict[str, int] = {}
-    while ready:
-        name = ready.pop()
-        # Every group is implicitly a child of `all`, so a parentless group other than `all` has depth 1.
-        depth[name] = 0 if name == "all" else 1 + max((depth[p] for p in parents[name]), default=0)
-        for child in groups[name].children:
-            waiting[child] -= 1
-            if waiting[child] == 0:
-                ready.append(child)
-    looped = sorted(set(groups) - set(depth))
-    if looped:
-        raise ConfigError(f"groups {', '.join(looped)} contain each other in a loop", source=inventory.source)
-    return depth
-
-
-def _members(inventory: _Inventory, depth: dict[str, int]) -> dict[str, set[str]]:
-    """Every group's hosts, its descendants' included; deepest groups first, so children are done."""
-    members: dict[str, set[str]] = {}
-    for name in sorted(depth, key=depth.__getitem__, reverse=True):
-        group = inventory.groups[name]
-        members[name] = set(group.hosts).union(*(members[child] for child in group.children))
-    return members
-
-
-def _hosts(inventory: _Inventory) -> list[dict[str, Any]]:
-    depth = _depths(inventory)
-    members = _members(inventory, depth)
-    roles = {
-        host: [role for group, role in ROLE_GROUPS.items() if host in members.get(group, ())]
-        for host in inventory.host_vars
-    }
-    roles = {host: found for host, found in roles.items() if found}
-    if not roles:
-        raise ConfigError(
-            "no hosts in the groups kube_control_plane, kube_node or etcd (kubespray's group names)",
-            source=inventory.source,
-        )
-    appearance = list(inventory.host_vars)
-    # Control planes first (the first one bootstraps the cluster), then the inventory's order.
-    ordered = sorted(roles, key=lambda host: ("control-plane" not in roles[host], appearance.index(host)))
-    # Shallow groups first so deeper ones override them; `all` (depth 0) comes first of all.
-    by_depth = sorted(depth, key=lambda name: (depth[name], name))
-    result = []
-    for host in ordered:
-        merged: dict[str, Any] = {}
-        for group in by_depth:
-            if group == "all" or host in members[group]:
-                merged.update(inventory.groups[group].vars)
-        merged.update(inventory.host_vars[host])
-        result.append(_host_entry(host, merged, roles[host]))
-    return result
-
-
-def _first(variables: dict[str, Any], *names: str) -> Any:
-    """The value of the first of `names` that is set (Ansible's older ansible_ssh_* spellings last)."""
-    return next((variables[name] for name in names if name in variables), None)
-
-
-def _host_entry(name: str, variables: dict[str, Any], roles: list[str]) -> dict[str, Any]:
-    address = _first(variables, "ansible_host", "ansible_ssh_host")
+def _host_entry(name: str, variables: _Variables, roles: list[str]) -> dict[str, Any]:
+    address = variables.first("ansible_host", "ansible_ssh_host")
     entry: dict[str, Any] = {"name": name, "address": name if address is None else address, "roles": roles}
     if "ip" in variables:
-        entry["internalAddress"] = variables["ip"]
+        entry["internalAddress"] = variables.get("ip")
     ssh = {
         key: value
         for key, value in (
-            ("user", _first(variables, "ansible_user", "ansible_ssh_user")),
-            ("port", _first(variables, "ansible_port", "ansible_ssh_port")),
-            ("key", _first(variables, "ansible_ssh_private_key_file", "ansible_private_key_file")),
+            ("user", variables.first("ansible_user", "ansible_ssh_user")),
+            ("port", variables.first("ansible_port", "ansible_ssh_port")),
+            ("key", variables.first("ansible_ssh_private_key_file", "ansible_private_key_file")),
         )
         if value is not None
     }
