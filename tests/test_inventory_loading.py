@@ -8,6 +8,7 @@ hosts belong to its parents; a variable set on the host beats one set on a group
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -15,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from provision.config import load_cluster
-from provision.config.inventory import load_inventory
+from provision.config.inventory import MAX_HOSTS, InventoryWarning, load_inventory
 from provision.errors import ConfigError
 
 REPO = Path(__file__).resolve().parent.parent
@@ -414,3 +415,273 @@ def test_sample_inventories_describe_the_same_cluster():
         ("node5", "192.0.2.15", "10.10.1.15", ("worker",), "ubuntu", 2222),
     ]
     assert {str(h.ssh.key) for h in ini.hosts} == {"~/.ssh/kubeprov_ed25519"}
+
+
+# --- read by ansible-core: group_vars/, host_vars/, plugins, as `ansible-inventory` sees it --------
+
+ANSIBLE_INVENTORY = Path(sys.executable).parent / "ansible-inventory"
+
+KUBESPRAY_TREE_INI = """\
+[kube_control_plane]
+cp[1:3]
+
+[etcd:children]
+kube_control_plane
+
+[kube_node]
+w[01:02]
+
+[k8s_cluster:children]
+kube_control_plane
+kube_node
+
+[kube_node:vars]
+ansible_port=2300
+"""
+
+KUBESPRAY_TREE_YAML = """\
+all:
+  children:
+    k8s_cluster:
+      children:
+        kube_control_plane:
+          hosts:
+            cp[1:3]:
+        kube_node:
+          vars: {ansible_port: 2300}
+          hosts:
+            w[01:02]:
+    etcd:
+      children:
+        kube_control_plane:
+"""
+
+
+def kubespray_tree(root: Path, inventory_name: str, inventory_text: str) -> Path:
+    """kubespray's inventory/<cluster>/ layout: the hosts file, group_vars/ and host_vars/ as files
+    and as directories of files."""
+    files = {
+        inventory_name: inventory_text,
+        "group_vars/all.yml": "ansible_user: from-all\nansible_port: 2200\n",
+        # a group's directory: every file in it is read
+        "group_vars/k8s_cluster/ssh.yml": "ansible_user: from-k8s-cluster\n",
+        "group_vars/k8s_cluster/keys.yaml": "ansible_ssh_private_key_file: /etc/kubeprov/id\n",
+        "group_vars/kube_node.yml": "ansible_user: from-kube-node\n",
+        "host_vars/cp1.yml": "ansible_host: 192.0.2.11\nip: 10.0.0.11\nansible_user: from-host-vars\n",
+        "host_vars/w01/net.yml": "ansible_host: 192.0.2.21\nip: 10.0.0.21\n",
+        "host_vars/w01/ssh.yml": "ansible_port: 2022\n",
+    }
+    for name, text in files.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text(text)
+    return root / inventory_name
+
+
+def ansible_inventory_list(inventory: Path, cwd: Path) -> dict:
+    """What `ansible-inventory -i INVENTORY --list` prints, run where no group_vars/ lie around."""
+    proc = subprocess.run([str(ANSIBLE_INVENTORY), "-i", str(inventory), "--list"], cwd=cwd,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout)
+
+
+def kubespray_view(listing: dict) -> dict[str, dict]:
+    """Each host of `ansible-inventory --list` output through kubespray's conventions (the role
+    groups and the connection variables), worked out here from the listing alone."""
+    groups = {name: body for name, body in listing.items() if name != "_meta"}
+
+    def members(group: str) -> set[str]:
+        body = groups.get(group, {})
+        return set(body.get("hosts", [])).union(*(members(child) for child in body.get("children", [])))
+
+    roles = {"kube_control_plane": "control-plane", "kube_node": "worker", "etcd": "etcd"}
+    hostvars = listing["_meta"]["hostvars"]
+    view = {}
+    for group, role in roles.items():
+        for host in members(group):
+            view.setdefault(host, {"roles": set()})["roles"].add(role)
+    for host, entry in view.items():
+        found = hostvars.get(host, {})
+        entry.update(address=found.get("ansible_host", host), internalAddress=found.get("ip"),
+                     user=found.get("ansible_user"), port=found.get("ansible_port"),
+                     key=found.get("ansible_ssh_private_key_file"))
+    return view
+
+
+def kubeprov_view(hosts: list[dict]) -> dict[str, dict]:
+    return {
+        h["name"]: {"roles": set(h["roles"]), "address": h["address"], "internalAddress": h.get("internalAddress"),
+                    "user": h.get("ssh", {}).get("user"), "port": h.get("ssh", {}).get("port"),
+                    "key": h.get("ssh", {}).get("key")}
+        for h in hosts
+    }
+
+
+@pytest.mark.parametrize("name,text", [("hosts.ini", KUBESPRAY_TREE_INI), ("hosts.yaml", KUBESPRAY_TREE_YAML)])
+def test_group_vars_and_host_vars_as_ansible_reads_them(tmp_path, name, text):
+    inventory = kubespray_tree(tmp_path / "mycluster", name, text)
+    hosts = load_inventory(inventory)
+    # Written from Ansible's rules: host_vars beat group_vars; a child group (kube_node) beats its
+    # parent (k8s_cluster), which beats all; a group's directory of files counts as one group file;
+    # any group_vars/ file (all.yml's port) beats the inventory file's own group variables (2300).
+    assert [(h["name"], h["address"], h.get("internalAddress"), h["ssh"]["user"], h["ssh"]["port"]) for h in hosts] == [
+        ("cp1", "192.0.2.11", "10.0.0.11", "from-host-vars", 2200),
+        ("cp2", "cp2", None, "from-k8s-cluster", 2200),
+        ("cp3", "cp3", None, "from-k8s-cluster", 2200),
+        ("w01", "192.0.2.21", "10.0.0.21", "from-kube-node", 2022),
+        ("w02", "w02", None, "from-kube-node", 2200),
+    ]
+    assert {h["ssh"]["key"] for h in hosts} == {"/etc/kubeprov/id"}
+    # ansible-inventory itself, run in an empty directory, sees the same hosts, groups and variables.
+    empty = tmp_path / "elsewhere"
+    empty.mkdir()
+    assert kubeprov_view(hosts) == kubespray_view(ansible_inventory_list(inventory, empty))
+
+
+def test_inventory_directory_with_group_vars(tmp_path):
+    """`-i inventory/mycluster/` as kubespray users pass it: Ansible reads every inventory file in it
+    and the group_vars/ and host_vars/ beside them."""
+    directory = tmp_path / "mycluster"
+    kubespray_tree(directory, "hosts.ini", KUBESPRAY_TREE_INI)
+    from_directory = load_inventory(directory)
+    assert from_directory == load_inventory(directory / "hosts.ini")
+    assert kubeprov_view(from_directory) == kubespray_view(ansible_inventory_list(directory, tmp_path))
+
+
+def test_group_vars_in_the_working_directory_are_not_read(tmp_path, monkeypatch):
+    """With no playbook, Ansible also reads ./group_vars; kubeprov reads only the inventory's own,
+    so the cluster does not depend on where the command runs."""
+    inventory = kubespray_tree(tmp_path / "mycluster", "hosts.ini", KUBESPRAY_TREE_INI)
+    elsewhere = tmp_path / "elsewhere"
+    (elsewhere / "group_vars").mkdir(parents=True)
+    (elsewhere / "group_vars" / "all.yml").write_text("ansible_host: 203.0.113.1\n")
+    monkeypatch.chdir(elsewhere)
+    assert "203.0.113.1" not in {h["address"] for h in load_inventory(inventory)}
+
+
+def test_variables_written_as_templates_are_rendered(tmp_path):
+    """kubespray inventories derive addresses from other variables; Ansible renders them when it connects."""
+    (tmp_path / "group_vars").mkdir()
+    (tmp_path / "group_vars" / "all.yml").write_text('ip: "{{ ansible_host }}"\nansible_user: "{{ admin_user }}"\n'
+                                                     "admin_user: ops\n")
+    inventory = tmp_path / "hosts.ini"
+    inventory.write_text("[kube_control_plane]\ncp1 ansible_host=192.0.2.1\ncp2 ansible_host=192.0.2.2\n")
+    assert [(h["name"], h["internalAddress"], h["ssh"]["user"]) for h in load_inventory(inventory)] == [
+        ("cp1", "192.0.2.1", "ops"), ("cp2", "192.0.2.2", "ops"),
+    ]
+
+
+def test_template_of_an_undefined_variable_names_host_variable_and_file(tmp_path):
+    (tmp_path / "group_vars").mkdir()
+    group_vars = tmp_path / "group_vars" / "kube_control_plane.yml"
+    group_vars.write_text('ip: "{{ no_such_variable }}"\n')
+    inventory = tmp_path / "hosts.ini"
+    inventory.write_text("[kube_control_plane]\ncp1\n")
+    with pytest.raises(ConfigError) as caught:
+        load_inventory(inventory)
+    assert (caught.value.source, caught.value.field) == (str(group_vars), "cp1")
+    assert "ip" in caught.value.message and "no_such_variable" in caught.value.message
+
+
+def test_inventory_script(tmp_path):
+    """The script plugin (enabled by default): an executable that prints the inventory as JSON."""
+    script = tmp_path / "inventory.sh"
+    listing = {
+        "kube_control_plane": {"hosts": ["cp1"], "vars": {"ansible_user": "ops"}},
+        "kube_node": {"hosts": ["w1"]},
+        "_meta": {"hostvars": {"cp1": {"ansible_host": "192.0.2.5"}, "w1": {"ansible_port": 2201}}},
+    }
+    script.write_text(f"#!/bin/sh\ncat <<'EOF'\n{json.dumps(listing)}\nEOF\n")
+    script.chmod(0o755)
+    hosts = load_inventory(script)
+    assert [(h["name"], h["address"], h["roles"], h.get("ssh")) for h in hosts] == [
+        ("cp1", "192.0.2.5", ["control-plane"], {"user": "ops"}),
+        ("w1", "w1", ["worker"], {"port": 2201}),
+    ]
+    assert kubeprov_view(hosts) == kubespray_view(ansible_inventory_list(script, tmp_path))
+
+
+def test_inventory_plugin_config(tmp_path):
+    """A plugin config read through the `auto` plugin, the plugin named by its full name."""
+    config = tmp_path / "generated.yml"
+    config.write_text("""\
+plugin: ansible.builtin.generator
+hosts:
+  name: "{{ kind }}{{ n }}"
+  parents:
+    - name: "{{ 'kube_control_plane' if kind == 'cp' else 'kube_node' }}"
+layers:
+  kind: [cp, worker]
+  n: ["1", "2"]
+""")
+    hosts = load_inventory(config)
+    assert [(h["name"], h["roles"]) for h in hosts] == [
+        ("cp1", ["control-plane"]), ("cp2", ["control-plane"]), ("worker1", ["worker"]), ("worker2", ["worker"]),
+    ]
+
+
+@pytest.mark.parametrize("where", ["group_vars/all.yml", "group_vars/k8s_cluster/ssh.yml", "host_vars/w01/net.yml"])
+def test_malformed_vars_file_is_named(tmp_path, where):
+    inventory = kubespray_tree(tmp_path / "mycluster", "hosts.ini", KUBESPRAY_TREE_INI)
+    broken = inventory.parent / where
+    broken.write_text("ansible_user: admin\nansible_port: [22\n")
+    with pytest.raises(ConfigError) as caught:
+        load_inventory(inventory)
+    assert caught.value.source == str(broken)
+    assert "line 3" in caught.value.message and "YAML" in caught.value.message
+
+
+def test_malformed_group_vars_through_the_cli(tmp_path):
+    """One line on stderr naming the group_vars file (ansible-inventory's own error does not name it)."""
+    inventory = kubespray_tree(tmp_path / "mycluster", "hosts.ini", KUBESPRAY_TREE_INI)
+    (inventory.parent / "group_vars" / "kube_node.yml").write_text("ansible_user: {admin\n")
+    config = tmp_path / "cluster.yaml"
+    config.write_text(SETTINGS)
+    code, stdout, stderr = run_cli("config", "validate", "-c", config, "-i", inventory)
+    assert (code, stdout) == (2, "")
+    assert stderr.count("\n") == 1 and "Traceback" not in stderr
+    assert f"{inventory.parent / 'group_vars' / 'kube_node.yml'}: line 2" in stderr
+
+
+def test_ansible_warnings_become_kubeprov_warnings(tmp_path):
+    """Ansible's own output never reaches kubeprov's: a warning that matters (a misspelt key drops
+    a host) is one `warning:` line naming the file; one that does not (kubespray's old group names
+    carry '-', which Ansible flags) is not shown."""
+    inventory = tmp_path / "hosts.yaml"
+    inventory.write_text("kube-master:\n  hosts:\n    cp1:\nkube-node:\n  hostz:\n    w1:\n")
+    config = tmp_path / "cluster.yaml"
+    config.write_text(SETTINGS)
+    code, stdout, stderr = run_cli("config", "validate", "-c", config, "-i", inventory)
+    assert code == 0, stderr
+    assert stderr.splitlines() == [
+        f'warning: {inventory}: Skipping unexpected key (hostz) in group (kube-node), only "vars", "children" and '
+        '"hosts" are valid'
+    ]
+    assert "is valid" in stdout
+    with pytest.warns(InventoryWarning, match=r"Skipping unexpected key \(hostz\)"):
+        assert [h["name"] for h in load_inventory(inventory)] == ["cp1"]
+
+
+def test_too_many_hosts(tmp_path):
+    inventory = tmp_path / "hosts.ini"
+    inventory.write_text(f"[kube_node]\nnode[1:{MAX_HOSTS + 1}]\n")
+    with pytest.raises(ConfigError, match=f"{MAX_HOSTS + 1} hosts, more than {MAX_HOSTS}"):
+        load_inventory(inventory)
+
+
+def test_ansible_is_imported_only_for_an_inventory(tmp_path):
+    """Importing ansible costs ~0.4 s: the CLI and a cluster file without -i must not pay it."""
+    config = tmp_path / "cluster.yaml"
+    config.write_text(SETTINGS + "hosts: [{name: cp1, address: 192.0.2.1, roles: [control-plane]}]\n")
+    inventory = tmp_path / "hosts.ini"
+    inventory.write_text("[kube_control_plane]\ncp1\n")
+    probe = (
+        "import sys\nfrom pathlib import Path\nimport provision.cli\nfrom provision.config import load_cluster\n"
+        f"load_cluster(Path({str(config)!r}))\n"
+        "print(any(m == 'ansible' or m.startswith('ansible.') for m in sys.modules))\n"
+        f"load_cluster(Path({str(config)!r}).with_name('settings.yaml'), Path({str(inventory)!r}))\n"
+        "print(any(m == 'ansible' or m.startswith('ansible.') for m in sys.modules))\n"
+    )
+    (tmp_path / "settings.yaml").write_text(SETTINGS)
+    proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
+    assert proc.stdout.split() == ["False", "True"], proc.stderr
