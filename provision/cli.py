@@ -50,8 +50,8 @@ InventoryOpt = Annotated[
     Optional[Path],
     typer.Option(
         "--inventory", "-i",
-        help="Ansible inventory (INI or YAML) with kubespray's groups kube_control_plane, kube_node, etcd; "
-        "supplies the hosts.",
+        help="Ansible inventory (file or directory, read by ansible-core: INI, YAML, group_vars/, host_vars/, "
+        "plugins) with kubespray's groups kube_control_plane, kube_node, etcd; supplies the hosts.",
         show_default=False, readable=False,
     ),
 ]
