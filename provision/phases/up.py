@@ -632,7 +632,7 @@ def ensure_mirror_pods(ctx: UpContext, host: Host) -> None:
     ctx.say(host.name, f"kubelet restarted to create the mirror pods of {', '.join(sorted(missing))}", "changed")
 
 
-MIRROR_GRACE = 2.0  # seconds a control plane's mirror pods may still take before its kubelet is restarted
+MIRROR_GRACE = 1.0  # seconds a control plane's mirror pods may still take before its kubelet is restarted
 
 
 def run_mark_control_plane(ctx: UpContext) -> None:
@@ -695,7 +695,13 @@ def wait_etcd_healthy(ctx: UpContext, hosts: list[Host], timeout: float) -> None
 
 
 def run_join_control_planes(ctx: UpContext) -> None:
+    """etcd's membership changes one host at a time (a learner, then a voter: never more than one
+    member that is not yet serving); what follows each start (its API server ready, its mirror
+    pods, its labels) on all of them at once."""
+    from provision.transport import fan_out
+
     stacked = ctx.cluster.etcd.topology is EtcdTopology.STACKED
+    joining = []
     for host in ctx.cluster.control_planes[1:]:
         if ctx.joined(host):
             ctx.say(host.name, "already joined")
@@ -704,11 +710,18 @@ def run_join_control_planes(ctx: UpContext) -> None:
         start_kubelet(ctx, host)
         if learner:
             etcd_promote(ctx, host, learner)  # its API server needs a voting member (a learner serves no writes)
+        joining.append(host)
+
+    def settle(host: Host) -> None:
         seconds = ctx.kubectl(host).wait_ready(ctx.options.api_timeout)
         ctx.say(host.name, f"API server ready after {seconds:.1f}s")
         ensure_mirror_pods(ctx, host)
         mark_control_plane(ctx, host)
         ctx.mark_joined(host)
+
+    failed = [o for o in fan_out(joining, settle, parallel=ctx.options.parallel) if not o.ok]
+    if failed:
+        raise KubeprovError("control planes failed to join: " + "; ".join(f"{o.host}: {o.error_text}" for o in failed))
 
 
 def run_workers(ctx: UpContext) -> None:
@@ -848,7 +861,8 @@ UP_PHASES: tuple[Phase, ...] = (
     Phase("mark-control-plane", "label the first control plane and taint it NoSchedule", run_mark_control_plane,
           plan=_plan("label node-role.kubernetes.io/control-plane, taint NoSchedule", hosts=_first)),
     Phase("addons", "kube-proxy, CoreDNS and the CNI", run_addons, plan=_plan("apply kube-proxy, CoreDNS and the CNI's objects")),
-    Phase("control-plane-join", "the other control planes, one at a time", run_join_control_planes,
+    Phase("control-plane-join", "the other control planes: etcd members one at a time, then their API servers together",
+          run_join_control_planes,
           run_if=lambda ctx: len(ctx.cluster.control_planes) > 1, why_not="one control plane",
           plan=_plan("etcd member add (stacked), start kubelet, wait for /readyz, label and taint",
                      hosts=lambda ctx: ctx.cluster.control_planes[1:])),
