@@ -632,15 +632,25 @@ def test_malformed_vars_file_is_named(tmp_path, where):
 
 
 def test_malformed_group_vars_through_the_cli(tmp_path):
-    """One line on stderr naming the group_vars file (ansible-inventory's own error does not name it)."""
+    """One line on stderr naming the group_vars file (ansible-inventory's own error does not name it),
+    spelt the way the inventory was given."""
     inventory = kubespray_tree(tmp_path / "mycluster", "hosts.ini", KUBESPRAY_TREE_INI)
     (inventory.parent / "group_vars" / "kube_node.yml").write_text("ansible_user: {admin\n")
-    config = tmp_path / "cluster.yaml"
-    config.write_text(SETTINGS)
-    code, stdout, stderr = run_cli("config", "validate", "-c", config, "-i", inventory)
-    assert (code, stdout) == (2, "")
-    assert stderr.count("\n") == 1 and "Traceback" not in stderr
-    assert f"{inventory.parent / 'group_vars' / 'kube_node.yml'}: line 2" in stderr
+    (tmp_path / "cluster.yaml").write_text(SETTINGS)
+    proc = subprocess.run([str(Path(sys.executable).parent / "kubeprov"), "config", "validate", "-c", "cluster.yaml",
+                           "-i", "mycluster/hosts.ini"], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert (proc.returncode, proc.stdout) == (2, "")
+    assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
+    assert proc.stderr.startswith("error: mycluster/group_vars/kube_node.yml: line 2, column 1: YAML parsing failed")
+
+
+@pytest.mark.parametrize("content", [[], ["group_vars/all.yml"]])
+def test_directory_without_inventory_files(tmp_path, content):
+    for name in content:
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text("ansible_user: ops\n")
+    with pytest.raises(ConfigError, match="no inventory file in this directory"):
+        load_inventory(tmp_path)
 
 
 def test_ansible_warnings_become_kubeprov_warnings(tmp_path):

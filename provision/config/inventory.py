@@ -87,11 +87,23 @@ def load_inventory(path: Path) -> list[dict[str, Any]]:
     path = Path(path)
     _check_readable(path)
     source = str(path)
-    with _ansible_reports() as reports:
-        hosts = _load(path, reports)
+    try:
+        with _ansible_reports() as reports:
+            hosts = _load(path, reports)
+    except ConfigError as exc:
+        raise ConfigError(exc.message, source=_as_given(exc.source, path), field=exc.field) from None
     for message in dict.fromkeys(reports.warnings):
         warnings.warn(f"{source}: {message}", InventoryWarning, stacklevel=2)
     return hosts
+
+
+def _as_given(source: str | None, path: Path) -> str | None:
+    """Ansible reports absolute paths; name a file beside the inventory the way the operator spelt it."""
+    base = path if path.is_dir() else path.parent
+    try:
+        return str(base / Path(source).relative_to(base.absolute())) if source else source
+    except ValueError:
+        return source
 
 
 def _check_readable(path: Path) -> None:
@@ -219,8 +231,11 @@ def _raise_unparsed(path: Path, reports: _Reports) -> None:
     if reports.unparsed:
         from ansible import constants
 
+        source = reports.unparsed[0]
+        if os.path.isdir(source):
+            raise ConfigError("no inventory file in this directory", source=source)
         raise ConfigError(f"none of Ansible's inventory plugins ({', '.join(constants.INVENTORY_ENABLED)}) can read it",
-                          source=reports.unparsed[0])
+                          source=source)
 
 
 def _most_relevant(path: Path, failures: list[_Failure]) -> _Failure:
