@@ -49,6 +49,7 @@ import yaml
 from provision.config.models import CNI, Cluster, EtcdTopology, Host, LoadBalancerMode, Role
 from provision.errors import KubeprovError
 from provision.kube.kubectl import ADMIN_CONF, SUPER_ADMIN_CONF, Kubectl, changed
+from provision.kube.live import LiveObjects, documents
 from provision.phases.phase import Phase, Step
 from provision.phases.runner import Reporter
 
@@ -92,7 +93,6 @@ class UpContext:
     _prepare_paths: dict[str, set] = field(default_factory=dict)
     newly_joined: set[str] = field(default_factory=set)  # hosts whose kubelet this run started
     _prepare_plan: tuple | None = None
-    token: object = None  # the bootstrap token of this run (bootstrap-token phase)
 
     # --- shared things, made on first use (a resumed run skips the phases that made them) ------
 
@@ -116,6 +116,11 @@ class UpContext:
 
             self._material = read_material(self.store)
         return self._material
+
+    @cached_property
+    def live_objects(self) -> LiveObjects:
+        """The object phases' objects as the API has them, read once when first asked."""
+        return LiveObjects(self.kubectl(bootstrap=True), object_documents(self))
 
     def rendered(self) -> tuple[dict, dict[str, bytes]]:
         """(host → tree, cluster object file → YAML), rendered once per run from the PKI."""
@@ -504,50 +509,77 @@ def run_first_control_plane(ctx: UpContext) -> None:
         ensure_mirror_pods(ctx, host)  # now, not at mark-control-plane: a restart overlaps the phases between
 
 
-def _apply(ctx: UpContext, documents, *, bootstrap: bool = True) -> None:
-    lines = ctx.kubectl(bootstrap=bootstrap).apply(documents)
-    moved = changed(lines)
+def _apply(ctx: UpContext, docs: list[dict]) -> None:
+    """Apply what is not current already (provision/kube/live.py): a run with nothing to do
+    reads the objects once instead of applying them phase by phase."""
+    stale = ctx.live_objects.stale(docs)
+    moved = changed(ctx.kubectl(bootstrap=True).apply(stale)) if stale else []
     ctx.say(ctx.cluster.first_control_plane.name,
-            f"{len(lines)} objects, {len(moved)} changed" + (f": {', '.join(moved[:6])}" if moved else ""),
+            f"{len(docs)} objects, {len(moved)} changed" + (f": {', '.join(moved[:6])}" if moved else ""),
             "changed" if moved else "ok")
 
 
-def run_upload_config(ctx: UpContext) -> None:
+def upload_config_documents(ctx: UpContext) -> list[dict]:
     _, objects = ctx.rendered()
-    _apply(ctx, objects["kubeadm-config.yaml"] + b"---\n" + objects["kubelet-config.yaml"])
+    return documents(objects["kubeadm-config.yaml"]) + documents(objects["kubelet-config.yaml"])
+
+
+def run_upload_config(ctx: UpContext) -> None:
+    _apply(ctx, upload_config_documents(ctx))
+
+
+def object_documents(ctx: UpContext) -> list[dict]:
+    """Every object the object phases apply, for one read of them all (the token's Secret only
+    when a token is saved: a new one is not there to read)."""
+    from provision.bootstrap.rbac import rbac_objects
+
+    token = saved_token(ctx)
+    return [*upload_config_documents(ctx), *(bootstrap_token_documents(ctx, token) if token else []),
+            *rbac_objects(ctx.cluster), *addon_documents(ctx)]
+
+
+def saved_token(ctx: UpContext):
+    """The join token saved in the cluster directory (0600), or None."""
+    from provision.bootstrap.token import BootstrapToken, parse_rfc3339
+
+    path = ctx.cluster_dir / "bootstrap-token.json"
+    if not path.exists():
+        return None
+    data = json.loads(path.read_text())
+    return BootstrapToken.parse(data["token"], description=data.get("description", ""),
+                                expires=parse_rfc3339(data["expires"]) if data.get("expires") else None)
 
 
 def ensure_token(ctx: UpContext):
-    """This cluster's join token: kept in the cluster directory (0600) and reused while it has an
-    hour left, so a re-run changes nothing; a new one otherwise."""
+    """This cluster's join token: the saved one while it has an hour left, so a re-run changes
+    nothing; a new one (saved) otherwise."""
     import datetime as dt
 
-    from provision.bootstrap.token import INIT_DESCRIPTION, BootstrapToken, parse_rfc3339, rfc3339
+    from provision.bootstrap.token import INIT_DESCRIPTION, BootstrapToken, rfc3339
     from provision.fsutil import PRIVATE_FILE_MODE, atomic_write
 
-    path = ctx.cluster_dir / "bootstrap-token.json"
     now = dt.datetime.now(dt.timezone.utc)
-    if path.exists():
-        data = json.loads(path.read_text())
-        token = BootstrapToken.parse(data["token"], description=data.get("description", ""),
-                                     expires=parse_rfc3339(data["expires"]) if data.get("expires") else None)
-        if not token.expired(now + dt.timedelta(hours=1)):
-            return token
+    token = saved_token(ctx)
+    if token and not token.expired(now + dt.timedelta(hours=1)):
+        return token
     token = BootstrapToken.generate(description=INIT_DESCRIPTION, now=now)
     record = {"token": token.token, "description": token.description, "expires": rfc3339(token.expires)}
-    atomic_write(path, (json.dumps(record) + "\n").encode(), PRIVATE_FILE_MODE, replace=True)
+    atomic_write(ctx.cluster_dir / "bootstrap-token.json", (json.dumps(record) + "\n").encode(), PRIVATE_FILE_MODE, replace=True)
     return token
 
 
-def run_bootstrap_token(ctx: UpContext) -> None:
+def bootstrap_token_documents(ctx: UpContext, token) -> list[dict]:
+    """The token's Secret and cluster-info signed with it."""
     from provision.bootstrap.discovery import signed_cluster_info
 
-    token = ctx.token = ensure_token(ctx)
     _, objects = ctx.rendered()
-    docs = [d for d in yaml.safe_load_all(objects["cluster-info.yaml"]) if d]
     signed = signed_cluster_info(ctx.cluster, ctx.material, [token])
-    docs = [signed if d["kind"] == "ConfigMap" else d for d in docs]
-    _apply(ctx, [token.secret_object(), *docs])
+    return [token.secret_object(), *(signed if d["kind"] == "ConfigMap" else d for d in documents(objects["cluster-info.yaml"]))]
+
+
+def run_bootstrap_token(ctx: UpContext) -> None:
+    token = ensure_token(ctx)
+    _apply(ctx, bootstrap_token_documents(ctx, token))
     ctx.say("local", f"token {token.id}.<secret> expires {token.expires:%Y-%m-%d %H:%M}Z; `kubeprov join-command` prints it")
 
 
@@ -642,10 +674,14 @@ def run_mark_control_plane(ctx: UpContext) -> None:
 ADDON_FILES = ("kube-proxy.yaml", "coredns.yaml")
 
 
-def run_addons(ctx: UpContext) -> None:
+def addon_documents(ctx: UpContext) -> list[dict]:
     _, objects = ctx.rendered()
     cni = sorted(name for name in objects if name.startswith("cni-"))
-    _apply(ctx, b"---\n".join(objects[name] for name in (*ADDON_FILES, *cni)))
+    return [doc for name in (*ADDON_FILES, *cni) for doc in documents(objects[name])]
+
+
+def run_addons(ctx: UpContext) -> None:
+    _apply(ctx, addon_documents(ctx))
 
 
 def etcd_member_add(ctx: UpContext, host: Host) -> str | None:
