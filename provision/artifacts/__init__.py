@@ -8,13 +8,19 @@ The node roles use:
     bundle.seal(dir)                            write SHA256SUMS when assembling a bundle
 """
 
-from provision.artifacts.bundle import Problem
-from provision.artifacts.download import Cache, Downloader
-from provision.artifacts.errors import ArtifactError
-from provision.artifacts.install import fetch_release, stage
-from provision.artifacts.plan import AptRepository, Artifact, ArtifactPlan, Kind, plan_artifacts, verify_bundle
+# Exported lazily (PEP 562): the CLI imports provision.artifacts.cli for every command, and the
+# plan pulls in every renderer; a command that plans no artifacts should not pay for that.
+_EXPORTS = {
+    "Problem": "bundle", "Cache": "download", "Downloader": "download", "ArtifactError": "errors",
+    "fetch_release": "install", "stage": "install", "AptRepository": "plan", "Artifact": "plan",
+    "ArtifactPlan": "plan", "Kind": "plan", "plan_artifacts": "plan", "verify_bundle": "plan",
+}
+__all__ = sorted(_EXPORTS)
 
-__all__ = [
-    "AptRepository", "Artifact", "ArtifactError", "ArtifactPlan", "Cache", "Downloader", "Kind", "Problem",
-    "fetch_release", "plan_artifacts", "stage", "verify_bundle",
-]
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+
+    return getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
