@@ -117,7 +117,8 @@ def test_sync_twice_second_run_reports_nothing_changed(fleet, tmp_path):
             base / "etc/hosts.extra": File(b"10.0.0.1 api\n", 0o644),
         }
     rendered = tmp_path / "rendered"
-    write_trees(rendered, trees)
+    # As `kubeprov render -o DIR` writes it: the cluster objects beside the hosts, not pushed.
+    write_trees(rendered, {**trees, "_cluster": {PurePosixPath("/kube-proxy.yaml"): File(b"kind: DaemonSet\n", 0o644)}})
 
     first = kubeprov("sync", "-c", str(config), "--from", str(rendered))
     assert first.returncode == 0, first.stderr

@@ -10,18 +10,20 @@ from pathlib import Path
 
 from provision.config.models import Cluster
 from provision.errors import ConfigError
+from provision.render.diff import CLUSTER_DIR
 from provision.render.tree import Tree, read_tree
 from provision.transport.fanout import DEFAULT_PARALLEL, Outcome, fan_out
 from provision.transport.ssh import Change, Transport
 
 
 def read_rendered(cluster: Cluster, rendered_dir: Path) -> dict[str, Tree]:
-    """Each host's tree; every host must have one and every directory must be a host."""
+    """Each host's tree; every host must have one and every directory must be a host, but for the
+    render's cluster objects (_cluster/: applied to the API by `up`, not pushed to a host)."""
     rendered_dir = Path(rendered_dir)
     if not rendered_dir.is_dir():
         raise ConfigError("no such directory; write it with `kubeprov render -o DIR`", source=str(rendered_dir))
     names = {host.name for host in cluster.hosts}
-    strangers = sorted(p.name for p in rendered_dir.iterdir() if p.is_dir() and p.name not in names)
+    strangers = sorted(p.name for p in rendered_dir.iterdir() if p.is_dir() and p.name not in names | {CLUSTER_DIR})
     if strangers:
         raise ConfigError(
             f"{', '.join(strangers)} {'is not a host' if len(strangers) == 1 else 'are not hosts'} of cluster "
