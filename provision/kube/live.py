@@ -81,8 +81,10 @@ class LiveObjects:
     """The live versions of a set of objects, read once through `kubectl` (a provision.kube.kubectl
     Kubectl); `stale(docs)` keeps the documents an apply would change."""
 
-    def __init__(self, kubectl, docs: list[dict]):
-        self._live: dict[Identity, dict] | None = None
+    def __init__(self, kubectl, docs: list[dict], *, read: bool = True):
+        """read=False: known to be absent (an API that has just been created): nothing to read,
+        everything is applied."""
+        self._live: dict[Identity, dict] | None = None if read else {}
         self._kubectl = kubectl
         self._wanted = docs
 

@@ -93,6 +93,7 @@ class UpContext:
     _prepare_paths: dict[str, set] = field(default_factory=dict)
     newly_joined: set[str] = field(default_factory=set)  # hosts whose kubelet this run started
     _prepare_plan: tuple | None = None
+    fresh_api: bool = False  # the first control plane started in this run: no object exists yet
 
     # --- shared things, made on first use (a resumed run skips the phases that made them) ------
 
@@ -120,7 +121,7 @@ class UpContext:
     @cached_property
     def live_objects(self) -> LiveObjects:
         """The object phases' objects as the API has them, read once when first asked."""
-        return LiveObjects(self.kubectl(bootstrap=True), object_documents(self))
+        return LiveObjects(self.kubectl(bootstrap=True), object_documents(self), read=not self.fresh_api)
 
     def rendered(self) -> tuple[dict, dict[str, bytes]]:
         """(host → tree, cluster object file → YAML), rendered once per run from the PKI."""
@@ -456,7 +457,8 @@ def plan_etcd(ctx: UpContext):
 # --- kubelets and the API -------------------------------------------------------------------
 
 
-def start_kubelet(ctx: UpContext, host: Host) -> None:
+def start_kubelet(ctx: UpContext, host: Host) -> bool:
+    """True when it started the kubelet (False: it was running already)."""
     from provision.render.cni.bridge import ROUTES_UNIT
 
     names = ["kubelet"] + ([ROUTES_UNIT.name] if ctx.cluster.cni is CNI.BRIDGE else [])
@@ -473,10 +475,11 @@ def start_kubelet(ctx: UpContext, host: Host) -> None:
             "package repositories; then run `kubeprov up` again (it resumes here)")
     if probe.exit_code == RUNNING:
         ctx.say(host.name, f"{units} running")
-        return
+        return False
     if not probe.ok:
         raise KubeprovError(f"{host.name}: starting the kubelet failed (exit {probe.exit_code}): {probe.summary()}")
     ctx.say(host.name, f"started {units}", "changed")
+    return True
 
 
 def wait_node(ctx: UpContext, host: Host, timeout: float) -> dict:
@@ -496,7 +499,9 @@ def run_first_control_plane(ctx: UpContext) -> None:
     from provision.transport import fan_out
 
     host = ctx.cluster.first_control_plane
-    start_kubelet(ctx, host)
+    # A control plane whose kubelet starts now has (nearly always) an empty API: the object phases
+    # then apply without reading first. Were its etcd older, apply still finds what exists.
+    ctx.fresh_api = start_kubelet(ctx, host)
     # Workers need nothing from the API to start (their kubelet.conf is signed by the local CA): their
     # kubelets start now and register as soon as it answers, instead of after the control plane.
     waiting = [w for w in ctx.cluster.workers if not ctx.joined(w)]
