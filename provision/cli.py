@@ -16,6 +16,9 @@ from rich.table import Table
 from provision import __version__, console
 from provision.console import OutputOpt, err, out
 from provision.errors import KubeprovError, KubeprovWarning
+from provision.options import (
+    ClusterDirOpt, ConfigOpt, ConnectTimeoutOpt, HostsOpt, InventoryOpt, KnownHostsOpt, ParallelOpt, TofuOpt,
+)
 
 app = typer.Typer(
     name="kubeprov",
@@ -37,29 +40,6 @@ config_app = typer.Typer(help="Check a cluster file, or print a commented exampl
 certs_app = typer.Typer(help="The cluster PKI: generate, check expiration, renew.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
 app.add_typer(certs_app, name="certs")
-
-ConfigOpt = Annotated[
-    Optional[Path],
-    # readable=False: the loader reports an unreadable file as one line (click would draw a usage box).
-    typer.Option(
-        "--config", "-c", help="Cluster file (apiVersion: kubeprov.io/v1alpha1, kind: Cluster).",
-        show_default=False, readable=False,
-    ),
-]
-InventoryOpt = Annotated[
-    Optional[Path],
-    typer.Option(
-        "--inventory", "-i",
-        help="Ansible inventory (file or directory, read by ansible-core: INI, YAML, group_vars/, host_vars/, "
-        "plugins) with kubespray's groups kube_control_plane, kube_node, etcd; supplies the hosts.",
-        show_default=False, readable=False,
-    ),
-]
-ClusterDirOpt = Annotated[
-    Optional[Path],
-    typer.Option("--cluster-dir", help="Local cluster directory (PKI, kubeconfigs). Default: from the cluster file."),
-]
-
 
 def _version(value: bool) -> None:
     if value:
@@ -311,19 +291,6 @@ def render(
 
 
 # --- exec / sync (the SSH transport) ---------------------------------------------------------
-
-KnownHostsOpt = Annotated[
-    Optional[Path],
-    typer.Option("--known-hosts", help="known_hosts file for hosts whose ssh.knownHosts is unset. Default: ~/.ssh/known_hosts."),
-]
-TofuOpt = Annotated[
-    bool,
-    typer.Option("--trust-on-first-use", help="Record the key of a host not yet in known_hosts. A changed key is still refused."),
-]
-ParallelOpt = Annotated[int, typer.Option("--parallel", "-j", min=1, help="How many hosts at a time.")]
-ConnectTimeoutOpt = Annotated[float, typer.Option("--connect-timeout", min=0.1, help="Seconds to reach a host and log in.")]
-HostsOpt = Annotated[Optional[list[str]], typer.Option("--host", help="Only these hosts (repeatable).")]
-
 
 def _transport(known_hosts: Path | None, tofu: bool, connect_timeout: float, command_timeout: float | None = None):
     from provision.transport import DEFAULT_KNOWN_HOSTS, Options, Transport

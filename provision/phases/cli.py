@@ -1,6 +1,7 @@
 """`kubeprov up`, `phase list|run`, `token create|list|delete`, `join-command`: parse, call, print.
 
-Registered onto the root app by provision/cli.py; shares its option types and consoles.
+Registered onto the root app by provision/cli.py; its option types come from provision/options.py
+and its consoles from provision/console.py, like every command module's.
 """
 
 
@@ -14,13 +15,10 @@ from rich.table import Table
 
 
 def register_up_commands(app: typer.Typer) -> None:
-    from provision import cli as root
     from provision import console
-    from provision.console import OutputOpt
-
-    ConfigOpt, InventoryOpt, ClusterDirOpt = root.ConfigOpt, root.InventoryOpt, root.ClusterDirOpt
-    KnownHostsOpt, TofuOpt, ParallelOpt = root.KnownHostsOpt, root.TofuOpt, root.ParallelOpt
-    out, err = root.out, root.err
+    from provision.console import OutputOpt, err, out
+    from provision.loading import load_for_command
+    from provision.options import ClusterDirOpt, ConfigOpt, InventoryOpt, KnownHostsOpt, ParallelOpt, TofuOpt
     BundleOpt = Annotated[Optional[Path], typer.Option("--bundle", help="Offline bundle for prepare: bin/NAME, images/*.tar, SHA256SUMS.")]
     LabOpt = Annotated[bool, typer.Option("--lab", help="Hosts are kubeprov lab containers (prepare verifies kernel settings instead of setting them).")]
 
@@ -78,7 +76,7 @@ def register_up_commands(app: typer.Typer) -> None:
         Writes the admin kubeconfig to kubeconfigs/admin.conf in the cluster directory and offers to merge it
         into ~/.kube/config. A second run with nothing changed changes nothing.
         """
-        cluster = root._load(config, inventory, cluster_dir)
+        cluster = load_for_command(config, inventory, cluster_dir)
         skip = [name for name in (skip_phases or "").split(",") if name.strip()]
         report = run(cluster, options(bundle, known_hosts, lab, parallel, api_timeout), dry_run=dry_run, skip=skip,
                      fresh=fresh, tofu=trust_on_first_use)
@@ -137,7 +135,7 @@ def register_up_commands(app: typer.Typer) -> None:
         parallel: ParallelOpt = 20,
     ) -> None:
         """Run one phase of `up` and its children (the journal is neither read nor written)."""
-        cluster = root._load(config, inventory, cluster_dir)
+        cluster = load_for_command(config, inventory, cluster_dir)
         run(cluster, options(bundle, known_hosts, lab, parallel), dry_run=dry_run, only=[name], tofu=trust_on_first_use)
 
     token_app = typer.Typer(help="Bootstrap tokens for joining nodes by hand (`kubeadm join`).", no_args_is_help=True)
@@ -167,7 +165,7 @@ def register_up_commands(app: typer.Typer) -> None:
         from provision.bootstrap.token import BootstrapToken, parse_ttl
         from provision.pki import PKIStore
 
-        cluster = root._load(config, inventory)
+        cluster = load_for_command(config, inventory)
         token = BootstrapToken.generate(ttl=parse_ttl(ttl), description=description)
         transport, k = kubectl(cluster, known_hosts, False)
         with transport:
@@ -189,7 +187,7 @@ def register_up_commands(app: typer.Typer) -> None:
 
         from provision.bootstrap import manage
 
-        cluster = root._load(config, inventory)
+        cluster = load_for_command(config, inventory)
         transport, k = kubectl(cluster, known_hosts, False)
         with transport:
             tokens = manage.list_tokens(k)
@@ -218,7 +216,7 @@ def register_up_commands(app: typer.Typer) -> None:
         """Delete bootstrap tokens: nodes can no longer join with them."""
         from provision.bootstrap import manage
 
-        cluster = root._load(config, inventory)
+        cluster = load_for_command(config, inventory)
         transport, k = kubectl(cluster, known_hosts, False)
         with transport:
             for token in tokens:
@@ -235,7 +233,7 @@ def register_up_commands(app: typer.Typer) -> None:
         from provision.bootstrap.token import BootstrapToken, parse_ttl
         from provision.pki import PKIStore
 
-        cluster = root._load(config, inventory)
+        cluster = load_for_command(config, inventory)
         token = BootstrapToken.generate(ttl=parse_ttl(ttl))
         transport, k = kubectl(cluster, known_hosts, False)
         with transport:
