@@ -15,10 +15,10 @@ from typing import TYPE_CHECKING
 
 from provision.errors import PKIError
 from provision.fsutil import PRIVATE_FILE_MODE, atomic_write, ensure_private_dir
+from provision.pki.outcome import Outcome
 
 if TYPE_CHECKING:
     from provision.config.models import Cluster
-    from provision.pki.store import Outcome
 
 KEY_SIZE = 32  # AES-256, what aescbc expects (16 and 24 work too; 32 is the strongest)
 LABEL = "encryption-key"
@@ -30,8 +30,6 @@ def encryption_key_path(cluster_dir: Path) -> Path:
 
 def ensure_encryption_key(cluster: Cluster, cluster_dir: Path) -> list[Outcome]:
     """Create the key if the cluster encrypts Secrets and none exists; keep (and check) one that does."""
-    from provision.pki.store import Outcome  # store imports this module; import the class late
-
     path = encryption_key_path(cluster_dir)
     if path.exists():
         _check(path, path.read_bytes())

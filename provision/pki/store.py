@@ -30,6 +30,7 @@ from provision.fsutil import PRIVATE_FILE_MODE, PUBLIC_FILE_MODE, atomic_write, 
 from provision.pki import crypto, kubeconfigs, secrets
 from provision.pki.certlist import CA_BY_NAME, CAS, CERTS, CLIENT_AUTH, SA_KEY, SA_PUB, CASpec, SANs, cert_names
 from provision.pki.crypto import LeafRequest, PrivateKey
+from provision.pki.outcome import Outcome
 
 
 @dataclass(frozen=True)
@@ -51,14 +52,6 @@ class Credential:
     @property
     def label(self) -> str:
         return f"{self.name} ({self.host.name})" if self.host else self.name
-
-
-@dataclass
-class Outcome:
-    label: str
-    path: Path
-    action: str  # created | kept | stale | renewed | external
-    detail: str = ""
 
 
 @dataclass
