@@ -51,10 +51,14 @@ def inventories_for(count: int, control_planes: int, scratch: Path) -> tuple[Pat
 
 
 def on_local_network(address: str) -> bool:
-    """Whether a network of this machine (the one Vagrant made) holds the address: otherwise a
-    packet to it would leave through the default route, to machines that are not ours."""
+    """Whether the VMs' network holds the address: the lab namespace's leg (scripts/vagrant-test)
+    routes to it, or a network of this machine holds it directly (a libvirtd or VirtualBox of the
+    machine's own). Otherwise a packet to it would leave through the default route, to machines
+    that are not ours."""
     route = subprocess.run(["ip", "-4", "-o", "route", "get", address], capture_output=True, text=True).stdout.split()
-    return "dev" in route and "via" not in route
+    if "dev" not in route:
+        return False
+    return route[route.index("dev") + 1] == layout()["namespace"]["leg"] or "via" not in route
 
 
 def unavailable(reason: str):

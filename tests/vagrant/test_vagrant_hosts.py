@@ -8,6 +8,8 @@ files, never from the code under test.
 from __future__ import annotations
 
 import ipaddress
+import json
+import os
 import re
 import subprocess
 import sys
@@ -35,6 +37,43 @@ def cluster(lab):
 def transport(lab):
     with Transport(Options(known_hosts=lab.known_hosts, connect_timeout=10)) as t:
         yield t
+
+
+def test_lab_networks_live_only_in_the_lab_namespace(lab):
+    """scripts/vagrant-test's libvirtd, bridges, firewall rules and VMs are in its namespace; the
+    machine's own namespace has none of them, only the leg and routes over it."""
+    ns = layout()["namespace"]
+    if os.environ.get("KUBEPROV_VAGRANT_NETNS") != ns["name"]:
+        pytest.skip("VMs of a libvirtd outside the lab's namespace (not scripts/vagrant-test)")
+
+    def out(*args: str) -> str:
+        return subprocess.run(args, capture_output=True, text=True, check=True).stdout
+
+    def bridges(*netns: str) -> dict[str, list[str]]:
+        links = json.loads(out("ip", *netns, "-j", "-4", "addr", "show"))
+        kinds = {l["ifname"]: l.get("linkinfo", {}).get("info_kind") for l in json.loads(out("ip", *netns, "-j", "-d", "link", "show"))}
+        return {l["ifname"]: [a["local"] for a in l.get("addr_info", [])] for l in links
+                if kinds.get(l["ifname"]) == "bridge" or l["ifname"].startswith("virbr")}
+
+    # The machine: no libvirt bridge, no libvirt chain; each VM is routed over the leg.
+    assert not [name for name in bridges() if name.startswith("virbr")]
+    for table in ("filter", "nat", "mangle"):
+        assert "LIBVIRT_" not in out("iptables", "-t", table, "-S")
+    leg_there = str(ipaddress.ip_network(ns["legSubnet"])[2])
+    for host in lab.hosts:
+        route = out("ip", "-4", "-o", "route", "get", host.address).split()
+        assert route[route.index("dev") + 1] == ns["leg"] and route[route.index("via") + 1] == leg_there
+
+    # The lab's namespace: both networks' bridges with libvirt's addresses, libvirt's chains, and the
+    # daemons and VMs themselves.
+    inside = bridges("-n", ns["name"])
+    gateways = {str(ipaddress.ip_network(layout()[key])[1]) for key in ("subnet", "managementSubnet")}
+    assert gateways <= {a for addrs in inside.values() for a in addrs}, inside
+    assert "LIBVIRT_FWI" in out("ip", "netns", "exec", ns["name"], "iptables", "-S")
+    commands = {Path(f"/proc/{pid}/comm").read_text().strip() for pid in out("ip", "netns", "pids", ns["name"]).split()}
+    assert {"libvirtd", "virtlogd", "dnsmasq", "qemu-system-x86"} <= commands
+    assert sum(1 for pid in out("ip", "netns", "pids", ns["name"]).split()
+               if Path(f"/proc/{pid}/comm").read_text().strip() == "qemu-system-x86") == len(lab.hosts)
 
 
 def test_each_vm_is_a_distinct_booted_machine(lab):

@@ -6,6 +6,7 @@ the expected hosts come from tests/vagrant/vagrant_layout.py, which reads layout
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import shutil
@@ -109,6 +110,9 @@ def test_vagrant_validate_passes_and_matches_the_inventory(vagrant_dir):
     assert as_tuples(seen["hosts"]) == [(h.name, h.address, h.roles) for h in default_hosts()]
     assert (seen["cpus"], seen["memory"]) == (layout()["defaults"]["cpus"], layout()["defaults"]["memory"])
     assert seen["netmask"] == "255.255.255.0"  # layout.yaml's /24
+    assert seen["managementSubnet"] == layout()["managementSubnet"]
+    # Outside the lab's namespace libvirt's networks are isolated: routing would reach the machine's uplink.
+    assert seen["forwardMode"] == "none"
     # Hardware virtualization only with a stock KVM module (kvm_pvm hangs Debian's kernel) that
     # this user may open; otherwise software emulation.
     stock_kvm = any(Path(f"/sys/module/{m}").is_dir() for m in ("kvm_intel", "kvm_amd"))
@@ -137,6 +141,23 @@ def test_environment_sets_host_and_control_plane_counts(vagrant_dir):
     assert machines == [h.name for h in expected]
     # status is read-only: no keys made.
     assert not (vagrant_dir / ".vagrant" / "kubeprov").exists()
+
+
+def test_in_the_lab_namespace_the_networks_route(vagrant_dir):
+    # scripts/vagrant-test runs libvirtd in its namespace (no uplink) and routes to it over the leg.
+    seen, _ = computed(vagrant_dir, "status", KUBEPROV_VAGRANT_NETNS=layout()["namespace"]["name"])
+    assert seen["forwardMode"] == "route"
+    assert as_tuples(seen["hosts"]) == [(h.name, h.address, h.roles) for h in default_hosts()]
+
+
+def test_the_lab_namespace_and_leg_stay_clear_of_the_vm_subnets():
+    ns = layout()["namespace"]
+    leg = ipaddress.ip_network(ns["legSubnet"])
+    assert leg.prefixlen == 30
+    subnets = [ipaddress.ip_network(layout()[k]) for k in ("subnet", "managementSubnet")]
+    assert not any(leg.overlaps(s) for s in subnets) and not subnets[0].overlaps(subnets[1])
+    # Interface names: at most 15 characters; not the nspawn lab's kp-<lab> names.
+    assert len(ns["leg"]) <= 15 and not ns["leg"].startswith("kp-") and not ns["name"].startswith("kp-")
 
 
 @pytest.mark.parametrize("env, variable", [
