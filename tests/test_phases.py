@@ -136,3 +136,18 @@ def test_a_changed_spec_or_fresh_does_not_resume(tmp_path):
     assert not Journal.open(tmp_path, "spec-2")[1]
     assert not Journal.open(tmp_path, "spec-1", fresh=True)[1]
     assert Journal.open(tmp_path, "spec-1")[1]
+
+
+def test_phase_run_takes_every_option_of_up_that_applies_to_a_run():
+    """By construction (provision/phases/cli.py: takes_run_options), not by copy: an option added to
+    up's runs reaches `phase run` too."""
+    import typer.main
+
+    from provision.cli import app
+
+    root = typer.main.get_command(app)
+    up = {p.name for p in root.commands["up"].params}
+    phase_run = {p.name for p in root.commands["phase"].commands["run"].params}
+    up_only = {"skip_phases", "fresh", "merge_kubeconfig"}  # a whole run's, not one phase's
+    assert up - up_only == phase_run - {"name"}
+    assert {"config", "bundle", "lab", "api_timeout", "parallel", "known_hosts", "dry_run"} <= phase_run

@@ -5,7 +5,10 @@ and its consoles from provision/console.py, like every command module's.
 """
 
 
+import functools
+import inspect
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -13,20 +16,67 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
+from provision.options import ClusterDirOpt, ConfigOpt, InventoryOpt, KnownHostsOpt, ParallelOpt, TofuOpt
+
+BundleOpt = Annotated[Optional[Path], typer.Option("--bundle", help="Offline bundle for prepare: bin/NAME, images/*.tar, SHA256SUMS.")]
+LabOpt = Annotated[bool, typer.Option("--lab", help="Hosts are kubeprov lab containers (prepare verifies kernel settings instead of setting them).")]
+TimeoutOpt = Annotated[float, typer.Option("--timeout", min=1, help="Seconds to wait for an API server or a node.")]
+
+
+def _run_options(
+    config: ConfigOpt = None,
+    inventory: InventoryOpt = None,
+    cluster_dir: ClusterDirOpt = None,
+    bundle: BundleOpt = None,
+    known_hosts: KnownHostsOpt = None,
+    trust_on_first_use: TofuOpt = False,
+    lab: LabOpt = False,
+    api_timeout: TimeoutOpt = 300.0,
+    parallel: ParallelOpt = 20,
+) -> None:
+    """The options of every command that runs phases of `up` (up, phase run): declared once."""
+
+
+@dataclass(frozen=True)
+class RunArgs:
+    config: Optional[Path]
+    inventory: Optional[Path]
+    cluster_dir: Optional[Path]
+    bundle: Optional[Path]
+    known_hosts: Optional[Path]
+    trust_on_first_use: bool
+    lab: bool
+    api_timeout: float
+    parallel: int
+
+
+def takes_run_options(command):
+    """`command(run_args: RunArgs, **its own options)` as a CLI command with its own options followed by
+    every option of _run_options: `phase run` takes `up`'s options by construction, not by copy."""
+    shared = list(inspect.signature(_run_options).parameters.values())
+    own = list(inspect.signature(command).parameters.values())[1:]  # the first receives the RunArgs
+
+    @functools.wraps(command)
+    def with_options(**values):
+        run = RunArgs(**{p.name: values.pop(p.name) for p in shared})
+        return command(run, **values)
+
+    del with_options.__wrapped__  # typer must read the signature below, not the command's own
+    with_options.__signature__ = inspect.Signature([*own, *shared])
+    with_options.__annotations__ = {p.name: p.annotation for p in [*own, *shared]}
+    return with_options
+
 
 def register_up_commands(app: typer.Typer) -> None:
     from provision import console
     from provision.console import OutputOpt, err, out
     from provision.loading import load_for_command
-    from provision.options import ClusterDirOpt, ConfigOpt, InventoryOpt, KnownHostsOpt, ParallelOpt, TofuOpt
-    BundleOpt = Annotated[Optional[Path], typer.Option("--bundle", help="Offline bundle for prepare: bin/NAME, images/*.tar, SHA256SUMS.")]
-    LabOpt = Annotated[bool, typer.Option("--lab", help="Hosts are kubeprov lab containers (prepare verifies kernel settings instead of setting them).")]
 
-    def options(bundle, known_hosts, lab, parallel, api_timeout=300.0):
+    def options(args: RunArgs):
         from provision.phases.up import UpOptions
 
-        return UpOptions(bundle=bundle, known_hosts=known_hosts or UpOptions.known_hosts, lab=lab, parallel=parallel,
-                         api_timeout=api_timeout, node_timeout=api_timeout)
+        return UpOptions(bundle=args.bundle, known_hosts=args.known_hosts or UpOptions.known_hosts, lab=args.lab,
+                         parallel=args.parallel, api_timeout=args.api_timeout, node_timeout=args.api_timeout)
 
     def transport_options(known_hosts, tofu):
         from provision.transport import DEFAULT_KNOWN_HOSTS, Options
@@ -56,30 +106,22 @@ def register_up_commands(app: typer.Typer) -> None:
         return report
 
     @app.command("up")
+    @takes_run_options
     def up_command(
-        config: ConfigOpt = None,
-        inventory: InventoryOpt = None,
-        cluster_dir: ClusterDirOpt = None,
-        bundle: BundleOpt = None,
-        known_hosts: KnownHostsOpt = None,
-        trust_on_first_use: TofuOpt = False,
-        lab: LabOpt = False,
+        run_args: RunArgs,
         dry_run: Annotated[bool, typer.Option("--dry-run", help="Print what each phase would do on each host; change nothing.")] = False,
         skip_phases: Annotated[Optional[str], typer.Option("--skip-phases", help="Comma-separated phases to skip (a parent skips its children); see `kubeprov phase list`.")] = None,
         fresh: Annotated[bool, typer.Option("--fresh", help="Ignore the journal of an interrupted run; run every phase.")] = False,
         merge_kubeconfig: Annotated[Optional[bool], typer.Option("--merge-kubeconfig/--no-merge-kubeconfig", help="Merge admin.conf into ~/.kube/config (asked on a terminal; off otherwise).")] = None,
-        api_timeout: Annotated[float, typer.Option("--timeout", min=1, help="Seconds to wait for an API server or a node.")] = 300.0,
-        parallel: ParallelOpt = 20,
     ) -> None:
         """Bootstrap the cluster: every phase in order (`kubeprov phase list`), resuming an interrupted run.
 
         Writes the admin kubeconfig to kubeconfigs/admin.conf in the cluster directory and offers to merge it
         into ~/.kube/config. A second run with nothing changed changes nothing.
         """
-        cluster = load_for_command(config, inventory, cluster_dir)
+        cluster = load_for_command(run_args.config, run_args.inventory, run_args.cluster_dir)
         skip = [name for name in (skip_phases or "").split(",") if name.strip()]
-        report = run(cluster, options(bundle, known_hosts, lab, parallel, api_timeout), dry_run=dry_run, skip=skip,
-                     fresh=fresh, tofu=trust_on_first_use)
+        report = run(cluster, options(run_args), dry_run=dry_run, skip=skip, fresh=fresh, tofu=run_args.trust_on_first_use)
         if dry_run:
             out.print("dry run: nothing was changed")
             return
@@ -122,21 +164,16 @@ def register_up_commands(app: typer.Typer) -> None:
         console.table(table)
 
     @phase_app.command("run")
+    @takes_run_options
     def phase_run(
+        run_args: RunArgs,
         name: Annotated[str, typer.Argument(help="A phase (or parent) from `kubeprov phase list`.")],
-        config: ConfigOpt = None,
-        inventory: InventoryOpt = None,
-        cluster_dir: ClusterDirOpt = None,
-        bundle: BundleOpt = None,
-        known_hosts: KnownHostsOpt = None,
-        trust_on_first_use: TofuOpt = False,
-        lab: LabOpt = False,
         dry_run: Annotated[bool, typer.Option("--dry-run", help="Print what it would do.")] = False,
-        parallel: ParallelOpt = 20,
     ) -> None:
-        """Run one phase of `up` and its children (the journal is neither read nor written)."""
-        cluster = load_for_command(config, inventory, cluster_dir)
-        run(cluster, options(bundle, known_hosts, lab, parallel), dry_run=dry_run, only=[name], tofu=trust_on_first_use)
+        """Run one phase of `up` and its children (the journal is neither read nor written); takes every
+        option of `up` that applies to a run."""
+        cluster = load_for_command(run_args.config, run_args.inventory, run_args.cluster_dir)
+        run(cluster, options(run_args), dry_run=dry_run, only=[name], tofu=run_args.trust_on_first_use)
 
     token_app = typer.Typer(help="Bootstrap tokens for joining nodes by hand (`kubeadm join`).", no_args_is_help=True)
     app.add_typer(token_app, name="token")
