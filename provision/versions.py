@@ -30,3 +30,9 @@ DEFAULTS: dict[int, MinorDefaults] = {
 
 def defaults(minor: int) -> MinorDefaults:
     return DEFAULTS[minor]
+
+
+# The kubelet removed --pod-infra-container-image in 1.35 (it refuses to start with it). Before,
+# kubeadm passed it so that the kubelet's image GC never removes the pause image. The kubelet
+# renderer passes it below this minor; the model refuses it in kubelet.extraArgs from it on.
+PAUSE_FLAG_REMOVED_IN = 35

@@ -30,6 +30,7 @@ import pytest
 import yaml
 from testkit import hosts, openssl_x509, stop
 
+from provision.config.loader import cluster_from_data
 from provision.config.models import Cluster
 from provision.errors import ConfigError
 from provision.pki.kubeconfigs import parse as parse_kubeconfig
@@ -43,7 +44,18 @@ MINORS = range(28, NEWEST + 1)
 VIP = "10.0.0.100"
 
 
-def make(tmp_path: Path | None = None, *, version: str = "v1.31.4", cps: int = 3, workers: int = 1, **overrides) -> Cluster:
+def make(tmp_path: Path | None = None, **kwargs) -> Cluster:
+    return Cluster.model_validate(make_doc(tmp_path, **kwargs))
+
+
+def refused(**kwargs) -> ConfigError:
+    """The loader's (`config validate`'s) error for the cluster make(**kwargs) would build."""
+    with pytest.raises(ConfigError) as caught:
+        cluster_from_data(make_doc(**kwargs), "cluster.yaml")
+    return caught.value
+
+
+def make_doc(tmp_path: Path | None = None, *, version: str = "v1.31.4", cps: int = 3, workers: int = 1, **overrides) -> dict:
     doc = {
         "apiVersion": "kubeprov.io/v1alpha1",
         "kind": "Cluster",
@@ -56,7 +68,7 @@ def make(tmp_path: Path | None = None, *, version: str = "v1.31.4", cps: int = 3
     if tmp_path is not None:
         doc["clusterDir"] = str(tmp_path / "cluster")
     doc.update(overrides)
-    return Cluster.model_validate(doc)
+    return doc
 
 
 def validate_strictly(doc: dict) -> None:
@@ -143,9 +155,11 @@ def test_kube_vip_kubeconfig_is_a_file_the_pki_puts_on_that_host(tmp_path, versi
 
 
 def test_kube_vip_needs_endpoint_port_equal_to_api_server_port():
-    cluster = make(controlPlaneEndpoint=f"{VIP}:8443", loadBalancer={"mode": "kube-vip"})
-    with pytest.raises(ConfigError, match="controlPlaneEndpoint.*apiServerPort 6443"):
-        ha.render_ha(cluster, cluster.first_control_plane, None)
+    """Refused by the model (so by `config validate`), explicit or by default for a VIP."""
+    for lb in ({"mode": "kube-vip"}, {}):
+        error = refused(controlPlaneEndpoint=f"{VIP}:8443", loadBalancer=lb)
+        assert error.field == "controlPlaneEndpoint" and "differs from apiServerPort 6443" in error.message
+    assert refused(loadBalancer={"mode": "kube-vip"}, controlPlaneEndpoint=None).field == "controlPlaneEndpoint"
 
 
 def test_no_load_balancer_no_files():
@@ -250,9 +264,10 @@ def test_keepalived_check_catches_a_broken_config(tmp_path):
 
 
 def test_haproxy_keepalived_needs_an_ip_endpoint():
-    cluster = make(controlPlaneEndpoint="api.example.test:6443", loadBalancer={"mode": "haproxy-keepalived"})
-    with pytest.raises(ConfigError, match="controlPlaneEndpoint.*not an IP address"):
-        ha.render_ha(cluster, cluster.first_control_plane, None)
+    """Refused by the model (so by `config validate`); tests/test_config_gate.py runs the CLI."""
+    error = refused(controlPlaneEndpoint="api.example.test:6443", loadBalancer={"mode": "haproxy-keepalived"})
+    assert error.field == "controlPlaneEndpoint" and "'api.example.test' is not an IP address" in error.message
+    assert refused(loadBalancer={"mode": "haproxy-keepalived"}, controlPlaneEndpoint=None).field == "controlPlaneEndpoint"
 
 
 def test_apiserver_keeps_its_default_bind_without_haproxy():

@@ -35,7 +35,10 @@ def _first_error(exc: ValidationError, source: str, data: Any) -> ConfigError:
     error = errors[0]
     cross = (error.get("ctx") or {}).get("error")
     if isinstance(cross, _CrossFieldError):
-        return ConfigError(cross.message, source=source, field=cross.field)
+        # Its field is relative to the model that raised it: the cluster's (loc ()) or a section's.
+        where = format_loc(_path_in(data, error["loc"], missing=False))
+        field = f"{where}{'' if cross.field.startswith('[') or not where else '.'}{cross.field}"
+        return ConfigError(cross.message, source=source, field=field)
     kind = error["type"]
     field = format_loc(_path_in(data, error["loc"], missing=kind == "missing"))
     if kind == "extra_forbidden":

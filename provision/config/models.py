@@ -4,6 +4,11 @@ Field names in the file are camelCase, like Kubernetes' own config; Python uses 
 Every model forbids unknown keys, so a typo is an error that names the key, not a silent default.
 Cross-field rules (subnets that overlap, duplicate hosts, topology) live in `Cluster`'s validator
 so they report the field they concern.
+
+This is the one gate: everything the renderers need of the user's configuration is checked here,
+so `config validate` accepts exactly what `render` and `up` accept (tests/test_config_gate.py
+walks every such rule through the CLI and renders whatever the model accepts). A renderer may
+assume a `Cluster` it is given is renderable; it checks nothing the cluster file says.
 """
 
 from __future__ import annotations
@@ -13,9 +18,13 @@ import re
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Literal
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 from pydantic.alias_generators import to_camel
+
+from provision.config.source import label
+from provision.versions import PAUSE_FLAG_REMOVED_IN
 
 API_VERSION = "kubeprov.io/v1alpha1"
 KIND = "Cluster"
@@ -26,6 +35,15 @@ SUPPORTED_MINORS = tuple(range(MIN_MINOR, MAX_MINOR + 1))
 # RFC 1123 label/subdomain: what Kubernetes accepts as a node name.
 _DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 _VERSION = re.compile(r"^v?(1)\.(\d+)\.(\d+)$")
+# A registry as containerd names its certs.d directory: host[:port], or _default for all of them.
+_REGISTRY = re.compile(r"^(_default|[a-z0-9]([a-z0-9.-]*[a-z0-9])?(:[0-9]{1,5})?)$")
+# A kubelet flag as kubelet.extraArgs names it: no leading dashes.
+_KUBELET_FLAG = re.compile(r"^[a-z0-9][a-z0-9.-]*$")
+# kubeadm-flags.env is expanded unquoted by systemd: whitespace would split a value, and quotes,
+# backslashes or $ would be interpreted.
+_KUBELET_ENV_UNSAFE = re.compile(r"[\s\"\\$']")
+# etcd.env (external etcd) is a systemd EnvironmentFile with bare values (render/flags.py).
+_ETCD_ENV_UNSAFE = re.compile(r"[\"'\\\n]")
 
 
 # Kubernetes spells acronyms in capitals (serverTLSBootstrap, podCIDR); so do we, so that a key
@@ -108,6 +126,14 @@ def is_ip(value: str) -> bool:
     return True
 
 
+def _is_http_url(value: str) -> bool:
+    try:
+        parts = urlsplit(value)
+    except ValueError:  # e.g. an unclosed [ of an IPv6 address
+        return False
+    return parts.scheme in ("http", "https") and bool(parts.netloc) and not any(c.isspace() for c in value)
+
+
 class SSH(Model):
     user: str = "root"
     port: Annotated[int, Field(ge=1, le=65535)] = 22
@@ -134,7 +160,8 @@ class Host(Model):
     @field_validator("address")
     @classmethod
     def _address(cls, value: str) -> str:
-        if not value or any(ch.isspace() for ch in value):
+        # No quotes or backslashes either: the address lands in URLs of etcd's environment file.
+        if not value or any(ch.isspace() or ch in "\"'\\" for ch in value):
             raise ValueError(f"{value!r} is not an address or host name")
         return value
 
@@ -262,6 +289,17 @@ class Kubelet(Model):
     max_pods: Annotated[int, Field(ge=1)] = 110
     extra_args: Flags = Field(default_factory=dict)
 
+    @model_validator(mode="after")
+    def _flags_fit_the_env_file(self):
+        # They go into /var/lib/kubelet/kubeadm-flags.env (render/kubelet.py) as `--name=value`.
+        for name, value in self.extra_args.items():
+            field = f"extraArgs.{label(name)}"
+            if not _KUBELET_FLAG.match(name):
+                raise _field_error(field, "not a kubelet flag name (lower-case, without leading dashes)")
+            if _KUBELET_ENV_UNSAFE.search(value):
+                raise _field_error(field, f"value {value!r} contains whitespace, a quote, a backslash or $")
+        return self
+
 
 class KubeProxyMode(str, Enum):
     IPTABLES = "iptables"
@@ -277,11 +315,46 @@ class Containerd(Model):
     # Needed where the process lacks CAP_SYS_RESOURCE (containers, nspawn labs).
     restrict_oom_score_adj: bool = False
 
+    @model_validator(mode="after")
+    def _mirrors(self):
+        for registry, urls in self.registry_mirrors.items():
+            field = f"registryMirrors.{label(registry)}"
+            if not _REGISTRY.match(registry):
+                # Also what keeps a name like ../x from escaping /etc/containerd/certs.d.
+                raise _field_error(field, "not a registry name (host or host:port, lower-case, or _default)")
+            if not urls:
+                raise _field_error(field, "lists no mirror")
+            for url in urls:
+                if not _is_http_url(url) or '"' in url:  # '"' would end the TOML string in hosts.toml
+                    raise _field_error(field, f"{url!r} is not an http(s) URL")
+        return self
+
 
 class Etcd(Model):
     topology: EtcdTopology = EtcdTopology.STACKED
     extra_args: Flags = Field(default_factory=dict)
     data_dir: str = "/var/lib/etcd"
+
+    @model_validator(mode="after")
+    def _flags(self):
+        # The kubelet probes etcd on the first of these (render/etcd.py, as kubeadm does).
+        metrics = self.extra_args.get("listen-metrics-urls")
+        if metrics is not None:
+            for url in metrics.split(","):
+                try:
+                    urlsplit(url).port
+                except ValueError as exc:
+                    raise _field_error("extraArgs.listen-metrics-urls", f"{url!r} is not a URL: {exc}") from None
+        if self.topology is EtcdTopology.EXTERNAL:
+            # External members read their flags from /etc/etcd/etcd.env, where values stand bare.
+            for field, value in [("dataDir", self.data_dir)] + [(f"extraArgs.{label(k)}", v) for k, v in self.extra_args.items()]:
+                if _ETCD_ENV_UNSAFE.search(value) or value != value.strip():
+                    raise _field_error(
+                        field,
+                        f"value {value!r} cannot go into etcd's environment file (topology external): "
+                        "a quote, a backslash, a newline or a space at either end",
+                    )
+        return self
 
 
 class ArtifactSource(str, Enum):
@@ -399,6 +472,12 @@ class Cluster(Model):
                         raise _field_error(
                             f"hosts[{index}]", f"host {host.name} address {address} lies inside {field} {subnet}"
                         )
+        _check_load_balancer(self)
+        _check_bridge_cni(self)
+        if self.minor >= PAUSE_FLAG_REMOVED_IN and "pod-infra-container-image" in self.kubelet.extra_args:
+            raise _field_error(
+                "kubelet.extraArgs.pod-infra-container-image", f"the kubelet removed this flag in v1.{PAUSE_FLAG_REMOVED_IN}"
+            )
         return self
 
     # --- derived views, used by PKI and renderers ---------------------------------------------
@@ -456,7 +535,8 @@ class Cluster(Model):
 
 
 class _CrossFieldError(ValueError):
-    """A cross-field rule failure that knows which field to blame."""
+    """A cross-field rule failure that knows which field to blame, relative to the model whose
+    validator raises it (the loader prefixes where that model sits in the file)."""
 
     def __init__(self, field: str, message: str):
         super().__init__(message)
@@ -501,6 +581,58 @@ def _check_topology(cluster: Cluster) -> None:
                 )
     elif not cluster.etcd_members:
         raise _field_error("etcd.topology", "topology external needs at least one host with the role etcd")
+
+
+def _check_load_balancer(cluster: Cluster) -> None:
+    """What the HA renderer (render/ha.py) needs of the endpoint for the load balancer mode."""
+    mode = cluster.load_balancer_mode
+    if mode is LoadBalancerMode.NONE:
+        return
+    if not cluster.control_plane_endpoint:  # only an explicit mode gets here: the default needs a VIP
+        raise _field_error("controlPlaneEndpoint", f"loadBalancer.mode {mode.value} needs a controlPlaneEndpoint (the VIP)")
+    host, port = cluster.endpoint
+    if mode is LoadBalancerMode.HAPROXY_KEEPALIVED and not is_ip(host):
+        raise _field_error("controlPlaneEndpoint", f"{host!r} is not an IP address: {mode.value} needs the VIP itself")
+    if mode is LoadBalancerMode.KUBE_VIP and port != cluster.api_server_port:
+        chosen = "" if cluster.load_balancer.mode else " (loadBalancer.mode's default for a VIP)"
+        raise _field_error(
+            "controlPlaneEndpoint",
+            f"port {port} differs from apiServerPort {cluster.api_server_port}: kube-vip{chosen} only moves the "
+            "address, so clients reach the API server on its own port; use haproxy-keepalived to remap ports",
+        )
+
+
+# kube-controller-manager's default node mask sizes (--node-cidr-mask-size-ipv4 / -ipv6), which the
+# bridge CNI (render/cni/bridge.py) cuts podSubnet into, one block per node.
+BRIDGE_NODE_MASK = {4: 24, 6: 64}
+
+
+def _check_bridge_cni(cluster: Cluster) -> None:
+    """What the bridge CNI (render/cni/bridge.py) needs: a /24 (/64) of podSubnet per node, and
+    every node's IP address in podSubnet's family to route the others' pods via."""
+    if cluster.cni is not CNI.BRIDGE:
+        return
+    subnet = cluster.networking.pod_subnet
+    mask = BRIDGE_NODE_MASK[subnet.version]
+    nodes = cluster.nodes
+    blocks = 2 ** (mask - subnet.prefixlen) if subnet.prefixlen <= mask else 0
+    if blocks < len(nodes):
+        raise _field_error(
+            "networking.podSubnet",
+            f"{subnet} is too small for the bridge CNI: {len(nodes)} nodes need {len(nodes)} /{mask} blocks, it holds {blocks}",
+        )
+    if len(nodes) < 2:
+        return  # no other node to route to
+    # A host known only by a DNS name is refused here, as its address is needed to render the routes.
+    # If kubeprov ever learns such a host's IP at run time (preflight), this rule must move there.
+    for index, host in enumerate(cluster.hosts):
+        via = host.advertise_address
+        if host in nodes and (not is_ip(via) or ipaddress.ip_address(via).version != subnet.version):
+            raise _field_error(
+                f"hosts[{index}].internalAddress",
+                f"host {host.name}: the bridge CNI routes pods via the node's IPv{subnet.version} address, "
+                f"and {via!r} is not one; set internalAddress",
+            )
 
 
 def warnings_for(cluster: Cluster) -> list[str]:

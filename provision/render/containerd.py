@@ -3,16 +3,14 @@
 The config uses schema `version = 2`: containerd 1.6 and 1.7 read it as is, and containerd 2.x
 migrates it in memory at start. Registry mirrors use the `config_path` layout (one hosts.toml per
 registry under /etc/containerd/certs.d/), which replaced the deprecated `registry.mirrors` tables.
+Registry names and mirror URLs are checked by the model (config/models.py: Containerd).
 """
 
 from __future__ import annotations
 
-import re
 from pathlib import PurePosixPath
-from urllib.parse import urlsplit
 
 from provision.config.models import Cluster, Host
-from provision.errors import ConfigError
 from provision.pki.store import Material
 from provision.render.kubelet import CONTAINERD_ENDPOINT, pause_image
 from provision.render.templates import render_text
@@ -25,8 +23,6 @@ CNI_BIN_DIR = "/opt/cni/bin"
 CNI_CONF_DIR = "/etc/cni/net.d"
 
 _CRI = 'plugins."io.containerd.grpc.v1.cri"'
-# A registry as containerd names its certs.d directory: host[:port], or _default for all of them.
-_REGISTRY = re.compile(r"^(_default|[a-z0-9]([a-z0-9.-]*[a-z0-9])?(:[0-9]{1,5})?)$")
 
 
 def containerd_config(cluster: Cluster) -> str:
@@ -53,20 +49,6 @@ def hosts_toml(registry: str, mirrors: list[str]) -> str:
     return render_text("containerd/hosts.toml.j2", registry=registry, server=server, mirrors=mirrors)
 
 
-def _check_mirrors(mirrors: dict[str, list[str]]) -> None:
-    for registry, urls in mirrors.items():
-        field = f"containerd.registryMirrors.{registry}"
-        if not _REGISTRY.match(registry):
-            # Also what keeps a name like ../x from escaping certs.d.
-            raise ConfigError("not a registry name (host or host:port, lower-case, or _default)", field=field)
-        if not urls:
-            raise ConfigError("lists no mirror", field=field)
-        for url in urls:
-            parts = urlsplit(url)
-            if parts.scheme not in ("http", "https") or not parts.netloc or '"' in url or any(c.isspace() for c in url):
-                raise ConfigError(f"{url!r} is not an http(s) URL", field=field)
-
-
 def crictl_config() -> str:
     return render_text("crictl.yaml.j2", endpoint=CONTAINERD_ENDPOINT)
 
@@ -76,7 +58,6 @@ def render_containerd(cluster: Cluster, host: Host, material: Material) -> Tree:
     if host not in cluster.nodes:
         return {}
     mirrors = cluster.containerd.registry_mirrors
-    _check_mirrors(mirrors)
     tree: Tree = {
         CONFIG_PATH: File(containerd_config(cluster).encode()),
         CRICTL_PATH: File(crictl_config().encode()),

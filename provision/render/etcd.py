@@ -24,7 +24,6 @@ from pathlib import PurePosixPath
 from urllib.parse import urlsplit
 
 from provision.config.models import Cluster, EtcdTopology, Host
-from provision.errors import ConfigError
 from provision.pki.store import Material
 from provision.render import flags, staticpod
 from provision.render.staticpod import same_path
@@ -147,10 +146,9 @@ def etcd_unit() -> bytes:
 
 
 def etcd_env(cluster: Cluster, host: Host) -> bytes:
-    try:
-        text = flags.to_env_file(final_flags(cluster, host))
-    except ValueError as exc:
-        raise ConfigError(str(exc), field="etcd.extraArgs") from None
+    # The model (config/models.py: Etcd, Host) keeps every value fit for the file; to_env_file's
+    # own check is then an invariant.
+    text = flags.to_env_file(final_flags(cluster, host))
     return f"# Rendered by kubeprov: the flags of etcd member {host.name}, as etcd's ETCD_* variables.\n{text}".encode()
 
 

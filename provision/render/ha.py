@@ -46,7 +46,6 @@ from pathlib import PurePosixPath
 import yaml
 
 from provision.config.models import Cluster, Host, LoadBalancerMode, Role, is_ip
-from provision.errors import ConfigError
 from provision.pki.store import Material
 from provision.render.templates import render_text
 from provision.render.tree import File, Tree
@@ -74,13 +73,11 @@ KUBE_VIP_LEASE = "plndr-cp-lock"
 # --- what the endpoint looks like --------------------------------------------------------------
 
 
-def _vip(cluster: Cluster, mode: LoadBalancerMode, *, need_ip: bool) -> tuple[str, int]:
-    host, port = cluster.endpoint
-    if not cluster.control_plane_endpoint:
-        raise ConfigError(f"loadBalancer.mode {mode.value} needs a controlPlaneEndpoint (the VIP)", field="controlPlaneEndpoint")
-    if need_ip and not is_ip(host):
-        raise ConfigError(f"{host!r} is not an IP address: {mode.value} needs the VIP itself", field="controlPlaneEndpoint")
-    return host, port
+def _vip(cluster: Cluster) -> tuple[str, int]:
+    """The VIP and its port: controlPlaneEndpoint, which the model (config/models.py:
+    _check_load_balancer) requires for either mode, as an IP for haproxy-keepalived and on
+    apiServerPort for kube-vip."""
+    return cluster.endpoint
 
 
 def _host_prefix(address: str) -> int:
@@ -108,13 +105,7 @@ def _kube_vip_kubeconfig(cluster: Cluster, host: Host, bootstrapping: bool) -> s
 
 
 def kube_vip_pod(cluster: Cluster, host: Host, *, bootstrapping: bool = True) -> dict:
-    vip, port = _vip(cluster, LoadBalancerMode.KUBE_VIP, need_ip=False)
-    if port != cluster.api_server_port:
-        raise ConfigError(
-            f"port {port} differs from apiServerPort {cluster.api_server_port}: kube-vip only moves the "
-            "address, so clients reach the API server on its own port; use haproxy-keepalived to remap ports",
-            field="controlPlaneEndpoint",
-        )
+    vip, port = _vip(cluster)
     env = {
         "vip_arp": "true",
         "port": str(port),
@@ -177,7 +168,7 @@ def haproxy_cfg(cluster: Cluster, bind: str, *, foreign: bool) -> str:
 
 
 def keepalived_conf(cluster: Cluster, host: Host) -> str:
-    vip, _ = _vip(cluster, LoadBalancerMode.HAPROXY_KEEPALIVED, need_ip=True)
+    vip, _ = _vip(cluster)
     cps = cluster.control_planes
     index = [cp.name for cp in cps].index(host.name)
     lb = cluster.load_balancer
@@ -244,7 +235,7 @@ def render_ha(cluster: Cluster, host: Host, material: Material) -> Tree:
         if mode is LoadBalancerMode.KUBE_VIP:
             tree[KUBE_VIP_MANIFEST] = File(_yaml(kube_vip_pod(cluster, host, bootstrapping=True)))
         elif mode is LoadBalancerMode.HAPROXY_KEEPALIVED:
-            vip, port = _vip(cluster, mode, need_ip=True)
+            vip, port = _vip(cluster)
             tree[HAPROXY_CFG] = File(haproxy_cfg(cluster, _address_port(vip, port), foreign=True).encode())
             tree[KEEPALIVED_CONF] = File(keepalived_conf(cluster, host).encode())
             tree[HAPROXY_MANIFEST] = File(_yaml(haproxy_pod()))

@@ -15,14 +15,12 @@ kubelet's defaults. Each choice is commented where it is made.
 
 from __future__ import annotations
 
-import re
 from pathlib import PurePosixPath
 
 import yaml
 
 from provision import versions
 from provision.config.models import Cluster, Host, is_ip
-from provision.errors import ConfigError
 from provision.pki.store import Material
 from provision.render.templates import render_template
 from provision.render.tree import File, Tree
@@ -110,9 +108,7 @@ def dump_yaml(obj: dict) -> bytes:
 _CRI_FLAG_DROPPED_IN = 34
 # The kubelet removed --pod-infra-container-image in 1.35 (it refuses to start with it). Before,
 # kubeadm passed it so that the kubelet's image GC never removes the pause image.
-_PAUSE_FLAG_REMOVED_IN = 35
-
-_FLAG_NAME = re.compile(r"^[a-z0-9][a-z0-9.-]*$")
+_PAUSE_FLAG_REMOVED_IN = versions.PAUSE_FLAG_REMOVED_IN
 
 
 def pause_image(cluster: Cluster) -> str:
@@ -120,7 +116,8 @@ def pause_image(cluster: Cluster) -> str:
 
 
 def kubelet_flags(cluster: Cluster, host: Host) -> dict[str, str]:
-    """The flags that differ per node (or per version), with kubelet.extraArgs replacing ours."""
+    """The flags that differ per node (or per version), with kubelet.extraArgs replacing ours.
+    The model (config/models.py: Kubelet) has checked that every extraArg fits the env file."""
     flags = {
         # kubeprov issues kubelet.conf for system:node:<host name>, so the node must register under
         # exactly that name whatever the machine's hostname is (kubeadm sets it only when they
@@ -135,17 +132,7 @@ def kubelet_flags(cluster: Cluster, host: Host) -> dict[str, str]:
         flags["container-runtime-endpoint"] = CONTAINERD_ENDPOINT
     if cluster.minor < _PAUSE_FLAG_REMOVED_IN:
         flags["pod-infra-container-image"] = pause_image(cluster)
-    for name, value in cluster.kubelet.extra_args.items():
-        field = f"kubelet.extraArgs.{name}"
-        if not _FLAG_NAME.match(name):
-            raise ConfigError("not a kubelet flag name (lower-case, without leading dashes)", field=field)
-        # The env file is expanded unquoted by systemd: whitespace would split the value, and
-        # quotes, backslashes or $ would be interpreted.
-        if re.search(r'[\s"\\$\']', value):
-            raise ConfigError(f"value {value!r} contains whitespace, a quote, a backslash or $", field=field)
-        if name == "pod-infra-container-image" and cluster.minor >= _PAUSE_FLAG_REMOVED_IN:
-            raise ConfigError(f"the kubelet removed this flag in v1.{_PAUSE_FLAG_REMOVED_IN}", field=field)
-        flags[name] = value
+    flags.update(cluster.kubelet.extra_args)
     return flags
 
 

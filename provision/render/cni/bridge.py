@@ -26,8 +26,7 @@ import json
 import shlex
 from pathlib import PurePosixPath
 
-from provision.config.models import Cluster, Host, is_ip
-from provision.errors import ConfigError
+from provision.config.models import BRIDGE_NODE_MASK, Cluster, Host
 from provision.render.templates import render_template
 from provision.render.tree import File, Tree
 
@@ -35,23 +34,17 @@ CONFLIST = PurePosixPath("/etc/cni/net.d/10-kubeprov-bridge.conflist")
 ROUTES_UNIT = PurePosixPath("/etc/systemd/system/kubeprov-pod-routes.service")
 BRIDGE = "cni0"
 NETWORK_NAME = "kubeprov-bridge"
-NODE_MASK = {4: 24, 6: 64}  # kube-controller-manager's --node-cidr-mask-size-ipv4 / -ipv6 defaults
+NODE_MASK = BRIDGE_NODE_MASK  # kube-controller-manager's --node-cidr-mask-size-ipv4 / -ipv6 defaults
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 def node_pod_cidrs(cluster: Cluster) -> dict[str, Network]:
-    """Node name → its pod CIDR: consecutive blocks of podSubnet, in host order."""
+    """Node name → its pod CIDR: consecutive blocks of podSubnet, in host order (the model,
+    config/models.py: _check_bridge_cni, makes sure podSubnet holds one per node)."""
     subnet = cluster.networking.pod_subnet
     mask = NODE_MASK[subnet.version]
     nodes = cluster.nodes
-    blocks = 2 ** (mask - subnet.prefixlen) if subnet.prefixlen <= mask else 0
-    if blocks < len(nodes):
-        raise ConfigError(
-            f"{subnet} is too small for the bridge CNI: {len(nodes)} nodes need {len(nodes)} /{mask} blocks, "
-            f"it holds {blocks}",
-            field="networking.podSubnet",
-        )
     cidrs = subnet.subnets(new_prefix=mask)  # lazy: an IPv6 /48 holds 65536 blocks
     return {node.name: next(cidrs) for node in nodes}
 
@@ -78,20 +71,15 @@ def bridge_conflist(cluster: Cluster, host: Host) -> dict:
 
 
 def route_commands(cluster: Cluster, host: Host) -> list[list[str]]:
-    """The commands that make `host` reach every pod: routes to the other nodes, one NAT rule."""
+    """The commands that make `host` reach every pod: routes to the other nodes (via each one's
+    IP address in podSubnet's family, which the model requires), one NAT rule."""
     cidrs = node_pod_cidrs(cluster)
     subnet = cluster.networking.pod_subnet
     commands = []
-    for index, node in enumerate(cluster.hosts):
+    for node in cluster.hosts:
         if node.name not in cidrs or node.name == host.name:
             continue
         via = node.advertise_address
-        if not is_ip(via) or ipaddress.ip_address(via).version != subnet.version:
-            raise ConfigError(
-                f"host {node.name}: the bridge CNI routes pods via the node's IPv{subnet.version} address, "
-                f"and {via!r} is not one; set internalAddress",
-                field=f"hosts[{index}].internalAddress",
-            )
         commands.append(["/usr/sbin/ip", f"-{subnet.version}", "route", "replace", str(cidrs[node.name]), "via", via])
     iptables = "/usr/sbin/iptables" if subnet.version == 4 else "/usr/sbin/ip6tables"
     rule = f"POSTROUTING -s {cidrs[host.name]} ! -d {subnet} -j MASQUERADE"
