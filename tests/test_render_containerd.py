@@ -105,6 +105,8 @@ def _tree_without_mirrors():
         ({"docker.io": []}, "lists no mirror"),
         ({"docker.io": ["ftp://m.example"]}, "is not an http(s) URL"),
         ({"docker.io": ['https://m.example/"x']}, "is not an http(s) URL"),
+        # hosts.toml would hold [host."https://m.example"] twice, which is not TOML
+        ({"docker.io": ["https://m.example", "https://m.example"]}, "lists 'https://m.example' twice"),
     ],
 )
 def test_bad_mirrors_are_refused_by_the_model(mirrors, message):

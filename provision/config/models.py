@@ -324,9 +324,11 @@ class Containerd(Model):
                 raise _field_error(field, "not a registry name (host or host:port, lower-case, or _default)")
             if not urls:
                 raise _field_error(field, "lists no mirror")
-            for url in urls:
+            for index, url in enumerate(urls):
                 if not _is_http_url(url) or '"' in url:  # '"' would end the TOML string in hosts.toml
                     raise _field_error(field, f"{url!r} is not an http(s) URL")
+                if url in urls[:index]:  # hosts.toml would hold its [host."…"] table twice: not TOML
+                    raise _field_error(field, f"lists {url!r} twice")
         return self
 
 
