@@ -269,11 +269,15 @@ def test_bridge_files_per_node():
         assert "Type=oneshot" in unit and "WantedBy=multi-user.target" in unit
 
 
-def test_bridge_routes_need_node_ip_addresses():
-    """Refused by the model (so by `config validate`): the routes need every node's IP."""
+def test_bridge_routes_need_node_ips_of_the_pods_family():
+    """An IP of the other family is refused by the model (so by `config validate`); a host known
+    by name passes it, as `up` learns its IP on the host and validates again with it."""
     doc_hosts = hosts(1, 1)
+    doc_hosts[1]["internalAddress"] = "fd00::21"
+    error = refused("bridge", doc_hosts=doc_hosts)
+    assert error.field == "hosts[1].internalAddress" and "IPv4" in error.message
     doc_hosts[1] = {"name": "w1", "address": "w1.example.test", "roles": ["worker"]}
-    assert refused("bridge", doc_hosts=doc_hosts).field == "hosts[1].internalAddress"
+    assert make("bridge", doc_hosts=doc_hosts).host("w1").advertise_address == "w1.example.test"
     # a single node routes to no other: its name is enough
     alone = make("bridge", doc_hosts=[{"name": "cp1", "address": "cp1.example.test", "roles": ["control-plane", "worker"]}])
     assert set(render_cni_host(alone, alone.host("cp1"), None)) == {bridge.CONFLIST, bridge.ROUTES_UNIT}

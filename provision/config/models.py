@@ -160,7 +160,8 @@ class Host(Model):
     @field_validator("address")
     @classmethod
     def _address(cls, value: str) -> str:
-        # No quotes or backslashes either: the address lands in URLs of etcd's environment file.
+        # No quotes or backslashes either: no host name or IP has them, and a name with no learnt IP
+        # would carry them into URLs such as those of etcd.env.
         if not value or any(ch.isspace() or ch in "\"'\\" for ch in value):
             raise ValueError(f"{value!r} is not an address or host name")
         return value
@@ -625,15 +626,16 @@ def _check_bridge_cni(cluster: Cluster) -> None:
         )
     if len(nodes) < 2:
         return  # no other node to route to
-    # A host known only by a DNS name is refused here, as its address is needed to render the routes.
-    # If kubeprov ever learns such a host's IP at run time (preflight), this rule must move there.
     for index, host in enumerate(cluster.hosts):
         via = host.advertise_address
-        if host in nodes and (not is_ip(via) or ipaddress.ip_address(via).version != subnet.version):
+        # A host known only by a DNS name passes: its IP is a run-time fact, learnt on the host by
+        # `up` (provision/addresses.py), which validates the cluster again with it, so this rule
+        # then applies to the learnt IP; commands that render refuse such a host until then.
+        if host in nodes and is_ip(via) and ipaddress.ip_address(via).version != subnet.version:
             raise _field_error(
                 f"hosts[{index}].internalAddress",
                 f"host {host.name}: the bridge CNI routes pods via the node's IPv{subnet.version} address, "
-                f"and {via!r} is not one; set internalAddress",
+                f"and {via!r} is not one; give it an IPv{subnet.version} internalAddress",
             )
 
 
