@@ -8,9 +8,10 @@ In order, stopping at the first refusal:
    applied-state record;
 4. one SSH command per host compares that record with /var/lib/kubeprov/applied.json: when
    every host already has it, Ansible is not started (a no-op re-run takes about a second);
-5. otherwise ansible-runner runs playbooks/site.yml: preflight on all hosts (one failure stops
-   everything before any host is changed), then the roles (`up`, whose preflight phase ran
-   already, runs the roles alone: playbooks/prepare.yml).
+5. otherwise ansible-runner runs playbooks/preflight.yml on them (one failure stops everything
+   before any host is changed; `up`, whose preflight phase ran already, skips it), the SSH
+   transport places the rendered files the roles act on (the one writer of rendered files), and
+   ansible-runner runs the roles, playbooks/prepare.yml.
 """
 
 from __future__ import annotations
@@ -31,8 +32,8 @@ from provision.config.models import ArtifactSource, Cluster
 from provision.errors import KubeprovError
 from provision.render.tree import write_trees
 
-PLAYBOOK = "site.yml"  # preflight.yml, then prepare.yml
-PREPARE_ONLY = "prepare.yml"  # for a caller that ran preflight itself (up's preflight phase)
+PREFLIGHT = "preflight.yml"
+PREPARE_ONLY = "prepare.yml"  # the roles; site.yml (for running them by hand) is both
 
 
 @dataclass(frozen=True)
@@ -100,6 +101,26 @@ def plan(cluster: Cluster, options: Options) -> tuple[dict[str, HostPlan], Bundl
     return plans, bundle, inventory_path
 
 
+def place_files(transport, cluster: Cluster, plans: dict[str, HostPlan], targets: list[str], *, parallel: int,
+                on_update: Callable[[HostProgress, str], None] = lambda progress, what: None) -> None:
+    """The rendered files the roles act on, through the SSH transport: the one writer of rendered
+    files (docs/architecture.md); `up`'s sync has placed them already, so there it only compares.
+    A host where files changed is reported as a changed step, like a role's task."""
+    from provision.transport import fan_out
+
+    hosts = [h for h in cluster.hosts if h.name in targets]
+    outcomes = fan_out(hosts, lambda h: transport.push(h, {str(p): (f.content, f.mode) for p, f in plans[h.name].tree.items()}),
+                       parallel=parallel)
+    failed = [o for o in outcomes if not o.ok]
+    if failed:
+        raise KubeprovError("placing the rendered files failed: " + "; ".join(f"{o.host}: {o.error_text}" for o in failed))
+    for outcome in outcomes:
+        if outcome.value:
+            paths = [change.path for change in outcome.value]
+            more = f" and {len(paths) - 4} more" if len(paths) > 4 else ""
+            on_update(HostProgress(outcome.host, task="placed " + ", ".join(paths[:4]) + more), "changed")
+
+
 def prepare(
     cluster: Cluster,
     options: Options,
@@ -118,19 +139,25 @@ def prepare(
     started = time.monotonic()
     plans, _, inventory_path = planned or plan(cluster, options)
     states: list[applied.HostState] = []
-    limit = None
-    if not options.force:
-        with nullcontext(transport) if transport else Transport(TransportOptions(known_hosts=options.known_hosts)) as open_transport:
+    targets = [h.name for h in cluster.hosts]
+    with nullcontext(transport) if transport else Transport(TransportOptions(known_hosts=options.known_hosts)) as open_transport:
+        if not options.force:
             states = applied.check(open_transport, plans, parallel=options.forks)
-        on_skip_check(states)
-        if all(state.current for state in states):
-            return Report(True, states, None, time.monotonic() - started, inventory_path)
-        # Only the hosts that lack this state run the roles; the others were checked just now.
-        stale = [state.host for state in states if not state.current]
-        if len(stale) < len(states):
-            limit = ",".join(stale)
-    result = run_playbook(
-        PLAYBOOK if options.preflight else PREPARE_ONLY, inventory_path, limit.split(",") if limit else [h.name for h in cluster.hosts], on_update=on_update, forks=options.forks,
-        limit=limit, work_dir=inventory_path.parent,
-    )
+            on_skip_check(states)
+            if all(state.current for state in states):
+                return Report(True, states, None, time.monotonic() - started, inventory_path)
+            # Only the hosts that lack this state run the roles; the others were checked just now.
+            targets = [state.host for state in states if not state.current]
+        limit = ",".join(targets) if len(targets) < len(cluster.hosts) else None
+        checked = None
+        if options.preflight:  # before anything on any host changes
+            checked = run_playbook(PREFLIGHT, inventory_path, targets, on_update=on_update, forks=options.forks,
+                                   limit=limit, work_dir=inventory_path.parent)
+            if not checked.ok:
+                return Report(False, states, checked, time.monotonic() - started, inventory_path)
+        place_files(open_transport, cluster, plans, targets, parallel=options.forks, on_update=on_update)
+        result = run_playbook(PREPARE_ONLY, inventory_path, targets, on_update=on_update, forks=options.forks,
+                              limit=limit, work_dir=inventory_path.parent)
+    if checked is not None:
+        result = checked.then(result)
     return Report(False, states, result, time.monotonic() - started, inventory_path)

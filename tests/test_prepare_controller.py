@@ -130,12 +130,11 @@ def test_inventory_groups_ssh_and_roles(cluster, tmp_path: Path):
     assert cp1["ansible_ssh_private_key_file"] == "/k/id" and e1["ansible_become"] is True
     assert roles_for(cluster, cluster.host("e1")) == ["preflight", "etcd"]
     assert "kubectl" in roles_for(cluster, cluster.host("cp1")) and "kubectl" not in roles_for(cluster, cluster.host("w1"))
-    # Every path a role is told to place exists in the rendered directory the inventory names.
+    # The os role reads the wanted modules and sysctls from the rendered directory the inventory names.
     render_dir = Path(data["vars"]["kubeprov_render_dir"])
-    for name, host in data["hosts"].items():
-        for files in host["kubeprov_files"].values():
-            for item in files:
-                assert (render_dir / name / item["path"].lstrip("/")).is_file()
+    for name in ("cp1", "w1"):
+        assert (render_dir / name / "etc/modules-load.d/k8s.conf").is_file()
+        assert (render_dir / name / "etc/sysctl.d/99-kubernetes.conf").is_file()
 
 
 def test_fingerprint_follows_the_rendered_files(cluster):

@@ -93,13 +93,13 @@ def test_single_control_plane_needs_no_bootstrap_variant(make_cluster):
     assert bootstrap_overrides(cluster, cluster.first_control_plane, joined=False) == {}
 
 
-def test_sync_leaves_the_files_prepares_roles_place(stacked3):
+def test_sync_pushes_the_files_the_roles_act_on_too(stacked3):
     ctx = UpContext(stacked3, UpOptions(), transport=None)
     tree = {str(p) for p in desired_tree(ctx, stacked3.host("cp2"), joined=False)}
     assert "/etc/kubernetes/manifests/kube-apiserver.yaml" in tree and "/etc/kubernetes/pki/ca.key" in tree
     assert "/etc/kubernetes/kubelet.conf" in tree
-    for placed_by_roles in ("/var/lib/kubelet/config.yaml", "/etc/containerd/config.toml", "/etc/sysctl.d/99-kubernetes.conf"):
-        assert placed_by_roles not in tree
+    for acted_on_by_roles in ("/var/lib/kubelet/config.yaml", "/etc/containerd/config.toml", "/etc/sysctl.d/99-kubernetes.conf"):
+        assert acted_on_by_roles in tree
 
 
 TOPOLOGIES = {
@@ -113,8 +113,9 @@ TOPOLOGIES = {
 
 @pytest.mark.parametrize("topology", TOPOLOGIES)
 def test_every_rendered_file_has_exactly_one_writer(make_cluster, topology):
-    """prepare's roles and sync split each host's rendered tree between them: no file is written by
-    both, and none falls between them (stacked etcd's certificates once did)."""
+    """The SSH transport (sync) writes every rendered file; no role writes one (the roles act on
+    some of them: restarts, reloads — those are the files prepare's applied record hashes)."""
+    from provision.ansible.inventory import ROLES_DIR
     from provision.ansible.nodefiles import render_for_prepare
     from provision.pki import PKIStore
     from provision.render import render_hosts
@@ -122,19 +123,23 @@ def test_every_rendered_file_has_exactly_one_writer(make_cluster, topology):
     cluster = load_cluster(make_cluster(**TOPOLOGIES[topology]), None)
     PKIStore(cluster).generate()
     ctx = UpContext(cluster, UpOptions(), transport=None)
+    rendered_paths = set()
     for host in cluster.hosts:
         rendered = render_hosts(cluster, ctx.material)[host.name]
-        by_prepare = render_for_prepare(cluster, host, ctx.material)
-        by_sync = desired_tree(ctx, host, joined=True)
-        assert not set(by_prepare) & set(by_sync), host.name
-        assert set(by_prepare) | set(by_sync) == set(rendered), f"{host.name}: {set(rendered) - set(by_prepare) - set(by_sync)}"
-        for path, file in {**by_prepare, **by_sync}.items():
-            assert file == rendered[path], f"{host.name}:{path}"
-    if topology.startswith("stacked"):
-        # Stacked etcd's own certificates reach every control plane (etcd and the API server read them).
-        for host in cluster.control_planes:
-            pushed = {str(p) for p in desired_tree(ctx, host, joined=True)}
-            assert {f"/etc/kubernetes/pki/etcd/{n}" for n in ("ca.crt", "peer.crt", "peer.key", "server.crt", "server.key")} <= pushed
+        by_sync = desired_tree(ctx, host, joined=False)
+        assert by_sync == rendered, host.name
+        acted_on = render_for_prepare(cluster, host, ctx.material)
+        assert all(rendered[path] == file for path, file in acted_on.items()), host.name
+        rendered_paths |= {str(p) for p in rendered}
+    writing = {"ansible.builtin.copy", "copy", "ansible.builtin.template", "template", "ansible.builtin.file", "file",
+               "ansible.builtin.lineinfile", "ansible.builtin.replace", "ansible.builtin.blockinfile"}
+    for tasks_file in ROLES_DIR.glob("*/tasks/*.yml"):
+        for task in yaml.safe_load(tasks_file.read_text()) or []:
+            for step in [task, *task.get("block", [])]:
+                for module in writing & set(step):
+                    args = step[module] or {}
+                    target = str(args.get("dest") or args.get("path") or "") if isinstance(args, dict) else ""
+                    assert target not in rendered_paths, f"{tasks_file}: {step.get('name')} writes the rendered {target}"
 
 
 def test_join_token_is_kept_private_and_reused(stacked3):

@@ -111,8 +111,6 @@ def ssh_args(host: Host, known_hosts: Path) -> str:
 
 def inventory(cluster: Cluster, plans: dict[str, HostPlan], *, render_dir: Path, bundle: Bundle | None,
               known_hosts: Path, lab: bool, sources: Sources | None = None) -> dict:
-    from provision.ansible.nodefiles import by_role
-
     hosts = {}
     for host in cluster.hosts:
         plan = plans[host.name]
@@ -121,7 +119,6 @@ def inventory(cluster: Cluster, plans: dict[str, HostPlan], *, render_dir: Path,
             "ansible_port": host.ssh.port,
             "ansible_user": host.ssh.user,
             "ansible_ssh_common_args": ssh_args(host, known_hosts),
-            "kubeprov_files": by_role(plan.tree),
             # The images its applied record lists (images_for), with the names the role checks.
             "kubeprov_images": [{"file": i.file, "sha256": i.sha256, "refs": list(i.refs)}
                                 for i in (bundle.images if bundle else ()) if i.file in plan.applied["images"]],

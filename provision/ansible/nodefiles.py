@@ -1,8 +1,10 @@
-"""What prepare places on each host, by role: the renderers' files, never a second template.
+"""The rendered files prepare's roles act on, by role: the renderers' files, never a second template.
 
-The roles in playbooks/ are generic: each loops over `kubeprov_files[<role>]` and copies
-`<render dir>/<host>/<path>` to `<path>`. Which rendered path belongs to which role is decided
-here, from the renderers' own path constants.
+The SSH transport places every rendered file (docs/architecture.md: one writer); these are the
+ones a role reacts to — containerd restarts for its config, systemd reloads the kubelet's unit,
+the os role applies the modules and sysctls, an etcd member restarts for its files. Their hashes
+are in each host's applied-state record, so a change to one runs the roles again. Which rendered
+path belongs to which role is decided here, from the renderers' own path constants.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ ETCD_PKI_FILES = ("ca.crt", "server.crt", "server.key", "peer.crt", "peer.key", 
 
 
 def role_of(path: PurePosixPath) -> str | None:
-    """The role that places `path`, or None when a later phase owns it (manifests, kubeconfigs…)."""
+    """The role that acts on `path`, or None when none does (manifests, kubeconfigs…)."""
     if path in (node_os.MODULES_PATH, node_os.SYSCTL_PATH):
         return "os"
     if path == containerd.CONFIG_PATH or containerd.CERTS_D in path.parents:
@@ -41,7 +43,7 @@ def external_etcd(cluster: Cluster) -> bool:
 
 
 def render_for_prepare(cluster: Cluster, host: Host, material: Material | None) -> Tree:
-    """The host's files that prepare's roles place (the PKI only for external etcd members)."""
+    """The host's files that prepare's roles act on (the PKI only for external etcd members)."""
     trees = [
         node_os.render_node_os(cluster, host, material),
         containerd.render_containerd(cluster, host, material),
@@ -52,10 +54,3 @@ def render_for_prepare(cluster: Cluster, host: Host, material: Material | None) 
         trees.append(etcd.render_etcd(cluster, host, material))
         trees.append(render_pki(cluster, host, material))
     return {path: file for path, file in merge(*trees).items() if role_of(path) is not None}
-
-
-def by_role(tree: Tree) -> dict[str, list[dict]]:
-    out: dict[str, list[dict]] = {}
-    for path, file in sorted(tree.items()):
-        out.setdefault(role_of(path), []).append({"path": str(path), "mode": f"0{file.mode:o}"})
-    return out

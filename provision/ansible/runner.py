@@ -57,6 +57,16 @@ class RunResult:
     def ok(self) -> bool:
         return self.rc == 0 and not any(h.failed or h.unreachable for h in self.hosts.values())
 
+    def then(self, later: "RunResult") -> "RunResult":
+        """This run followed by `later` (preflight, then the roles) as one: counts per host added."""
+        hosts = {}
+        for name in {**self.hosts, **later.hosts}:
+            a, b = self.hosts.get(name, HostProgress(name)), later.hosts.get(name, HostProgress(name))
+            hosts[name] = HostProgress(name, b.task or a.task, a.ok + b.ok, a.changed + b.changed, a.failed + b.failed,
+                                       a.skipped + b.skipped, a.unreachable or b.unreachable, a.error or b.error,
+                                       a.changed_tasks + b.changed_tasks, a.warnings + b.warnings)
+        return RunResult(later.status, later.rc, hosts, self.seconds + later.seconds, {**self.task_seconds, **later.task_seconds})
+
 
 def plain_error(result: dict) -> str:
     """The useful line of a failed task result: the module's msg, else the command's stderr."""

@@ -90,7 +90,6 @@ class UpContext:
     _material: object = None
     _rendered: tuple | None = None
     _joined: dict[str, bool] = field(default_factory=dict)
-    _prepare_paths: dict[str, set] = field(default_factory=dict)
     newly_joined: set[str] = field(default_factory=set)  # hosts whose kubelet this run started
     _prepare_plan: tuple | None = None
     fresh_api: bool = False  # the first control plane started in this run: no object exists yet
@@ -130,14 +129,6 @@ class UpContext:
 
             self._rendered = (render_hosts(self.cluster, self.material), render_cluster(self.cluster, self.material))
         return self._rendered
-
-    def placed_by_prepare(self, host: Host) -> set[PurePosixPath]:
-        """The rendered paths that prepare's roles write on `host` (the rest is sync's)."""
-        from provision.ansible.nodefiles import render_for_prepare
-
-        if host.name not in self._prepare_paths:
-            self._prepare_paths[host.name] = set(render_for_prepare(self.cluster, host, self.material))
-        return self._prepare_paths[host.name]
 
     def prepare_plan(self):
         """prepare's plan (bundle verified, node files rendered, inventory written): once per run."""
@@ -344,10 +335,10 @@ def bootstrap_overrides(cluster: Cluster, host: Host, joined: bool) -> dict:
 
 
 def desired_tree(ctx: UpContext, host: Host, *, joined: bool | None = None) -> dict:
-    """What sync pushes to `host`: every rendered file that prepare's roles do not place. Computed
-    as the complement of prepare's own tree, so each rendered file has exactly one writer."""
+    """What sync pushes to `host`: every rendered file (the transport is their one writer; the
+    roles that act on some of them run after it)."""
     trees, _ = ctx.rendered()
-    tree = {path: f for path, f in trees[host.name].items() if path not in ctx.placed_by_prepare(host)}
+    tree = dict(trees[host.name])
     tree.update(bootstrap_overrides(ctx.cluster, host, ctx.joined(host) if joined is None else joined))
     return tree
 
@@ -882,7 +873,7 @@ UP_PHASES: tuple[Phase, ...] = (
     Phase("preflight", "per-host checks before anything on a host changes", run_preflight, plan=plan_preflight,
           run_if=lambda ctx: bool(fresh_hosts(ctx)), why_not="every host is in the cluster already"),
     Phase("render", "every host's files and the cluster objects, written locally", run_render, plan=plan_render),
-    Phase("sync", "push each host's files that prepare's roles do not place; only what differs", run_sync, plan=plan_sync),
+    Phase("sync", "push every host's rendered files (the one writer of them); only what differs", run_sync, plan=plan_sync),
     Phase("etcd", "external etcd: installed, started and healthy before the control plane", None, run_if=external,
           why_not="etcd is stacked: it comes with the control planes", children=(
               Phase("install", "the etcd role on the etcd members", run_etcd_install, plan=plan_etcd),

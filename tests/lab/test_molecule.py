@@ -18,7 +18,8 @@ import yaml
 
 from provision.ansible.inventory import PLAYBOOKS
 from provision.config.loader import load_cluster
-from provision.prepare import Options, plan
+from provision.prepare import Options, place_files, plan
+from provision.transport import Transport
 
 pytestmark = [pytest.mark.lab, pytest.mark.integration]
 
@@ -35,7 +36,11 @@ def test_molecule_node_scenario_converges_idempotently(lab, tmp_path: Path):
     }
     cluster_file = tmp_path / "cluster.yaml"
     cluster_file.write_text(yaml.safe_dump(document))
-    _, _, inventory = plan(load_cluster(cluster_file, None), Options(lab=True))
+    cluster = load_cluster(cluster_file, None)
+    plans, _, inventory = plan(cluster, Options(lab=True))
+    # The rendered files the roles act on come from the transport (one writer), as prepare places them.
+    with Transport() as transport:
+        place_files(transport, cluster, plans, [h.name for h in cluster.hosts], parallel=10)
     env = {
         **os.environ,
         "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -289,5 +290,5 @@ def test_a_changed_rendered_file_is_applied_on_the_next_run(prepared):
     proc = kubeprov(*prepare_args(prepared))
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert f"{host.name} to apply    never prepared" in proc.stdout
-    assert "rendered /etc/crictl.yaml" in proc.stdout  # the drift was repaired, on that host
+    assert re.search(rf"^{host.name} +changed +placed /etc/crictl.yaml$", proc.stdout, re.M)  # the drift was repaired, on that host
     assert "# drift" not in lab.ssh(host, "cat /etc/crictl.yaml").stdout
