@@ -13,7 +13,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from provision import __version__, console
+from provision import __version__, addresses, console
 from provision.console import OutputOpt, err, out
 from provision.errors import KubeprovError, KubeprovWarning
 from provision.options import (
@@ -126,6 +126,7 @@ def certs_generate(
     from provision.pki import PKIStore
 
     cluster = _load(config, inventory, cluster_dir)
+    addresses.require(cluster)  # these write the hosts' IPs: a host known by name needs `up` first
     store = PKIStore(cluster)
     outcomes = store.generate()
     _print_outcomes(outcomes, verbose)
@@ -222,6 +223,7 @@ def certs_renew(
     from provision.pki import PKIStore
 
     cluster = _load(config, inventory, cluster_dir, expiry=False)
+    addresses.require(cluster)  # these write the hosts' IPs: a host known by name needs `up` first
     store = PKIStore(cluster)
     creds = store.select(names, host or [])
     if not creds:
@@ -261,6 +263,7 @@ def render(
     from provision.render.tree import File, write_trees
 
     cluster = _load(config, inventory, cluster_dir)
+    addresses.require(cluster)  # these write the hosts' IPs: a host known by name needs `up` first
     store = PKIStore(cluster)
     material = read_material(store)
     stale = [row for row in store.check()[0] if row.problems]
@@ -427,6 +430,7 @@ def prepare_command(
     from provision.prepare import Options, prepare
 
     cluster = _load(config, inventory, cluster_dir)
+    addresses.require(cluster)  # these write the hosts' IPs: a host known by name needs `up` first
     width = max(len(h.name) for h in cluster.hosts)
 
     def update(progress, what: str) -> None:

@@ -13,13 +13,16 @@ from provision.console import err
 
 def load_for_command(config: Path | None, inventory: Path | None, cluster_dir: Path | None = None, *,
                      expiry: bool = True) -> Cluster:
-    """Load the cluster file (and inventory); warn about settings that are usually a mistake and,
-    when `expiry`, about certificates of the cluster directory that expire within 30 days."""
+    """Load the cluster file (and inventory) with the IPs `up` learnt for hosts known by name
+    (provision/addresses.py); warn about settings that are usually a mistake and, when `expiry`,
+    about certificates of the cluster directory that expire within 30 days."""
+    from provision import addresses
     from provision.config import load_cluster, warnings_for
 
     cluster = load_cluster(config, inventory)
     if cluster_dir is not None:
         cluster = cluster.model_copy(update={"cluster_dir": cluster_dir})
+    cluster = addresses.with_recorded(cluster)
     for warning in warnings_for(cluster):
         err.print(f"[yellow]warning:[/] {escape(warning)}", soft_wrap=True)
     if expiry:

@@ -908,6 +908,22 @@ UP_PHASES: tuple[Phase, ...] = (
 )
 
 
+def with_learnt_addresses(cluster: Cluster, transport, reporter: Reporter, *, parallel: int, record: bool) -> Cluster:
+    """The cluster with an IP for every host known only by a DNS name (provision/addresses.py):
+    recorded ones, and the others learnt on the hosts now."""
+    from provision import addresses
+
+    if not addresses.named(cluster):
+        return cluster
+    known = addresses.recorded(cluster)
+    found = addresses.learn(transport, cluster, parallel=parallel, record=record)
+    for name, ip in sorted(found.items()):
+        if name not in known:
+            reporter.host_line(None, name, "ok", f"address {ip}: its default route's source, learnt on the host"
+                                                 + ("" if record else " (not recorded: dry run)"))
+    return addresses.with_addresses(cluster, found)
+
+
 def up(cluster: Cluster, options: UpOptions, reporter: Reporter, *, dry_run: bool = False, skip=(),
        only: list[str] | None = None, fresh: bool = False, transport_options=None):
     """Run `up` (or, with `only`, some of its phases). Returns (RunReport, resumed)."""
@@ -921,6 +937,9 @@ def up(cluster: Cluster, options: UpOptions, reporter: Reporter, *, dry_run: boo
     chosen = select(UP_PHASES, only) if only else None
     opts = transport_options or Options(known_hosts=options.known_hosts)
     with Transport(opts) as transport:
+        # Before the journal: the run (and a resumed one, which reads the record) is tied to the
+        # cluster with the IPs its named hosts have.
+        cluster = with_learnt_addresses(cluster, transport, reporter, parallel=options.parallel, record=not dry_run)
         ctx = UpContext(cluster, options, transport)
         journal, resumed = (None, False)
         if not dry_run and chosen is None:

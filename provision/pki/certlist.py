@@ -82,6 +82,8 @@ def apiserver_sans(cluster: Cluster, host: Host) -> SANs:
             f"kubernetes.default.svc.{domain}",
             cluster.networking.api_service_ip,
             host.advertise_address,
+            # the DNS name the operator knows the host by (an IP address there is not one the cluster uses)
+            *(() if is_ip(host.address) else (host.address,)),
             endpoint_host,
             # workers behind a local API load balancer dial https://127.0.0.1:<port>
             *(("localhost", "127.0.0.1") if cluster.load_balancer.worker_local_lb else ()),

@@ -106,6 +106,41 @@ def bundle(tmp_path_factory) -> Path:
     return assemble(Path(SOURCE).resolve(), Path(os.environ.get("KUBEPROV_E2E_CACHE", "/var/cache/kubeprov/e2e-bundle")))
 
 
+# This topology's hosts are given to kubeprov by DNS names, resolved through /etc/hosts on this
+# machine: `up` must learn their IPs on the hosts (provision/addresses.py) and build the same cluster.
+BY_NAME = "worker-local-lb"
+
+
+def named_hosts(doc: dict, info, tmp: Path) -> tuple[dict, list[str]]:
+    """`doc` with every host's address a name (NAME.LAB.kubeprov.test), a known_hosts that knows
+    the names, and the /etc/hosts lines that resolve them."""
+    lab = info.name
+    names = {h.name: f"{h.name}.{lab}.kubeprov.test" for h in info.hosts}
+    known = tmp / "known_hosts"
+    lines = Path(info.known_hosts).read_text().splitlines()
+    by_ip = {h.address: names[h.name] for h in info.hosts}
+    extra = []
+    for line in lines:  # "m1-1,10.213.0.11 ssh-ed25519 AAAA…": the same key under the name
+        patterns, _, key = line.partition(" ")
+        extra += [f"{by_ip[p]} {key}" for p in patterns.split(",") if p in by_ip]
+    known.write_text("\n".join(lines + extra) + "\n")
+    for host in doc["hosts"]:
+        host["address"] = names[host["name"]]
+        host.pop("internalAddress", None)
+        host["ssh"]["knownHosts"] = str(known)
+    return doc, [f"{h.address} {names[h.name]}  # kubeprov e2e {lab}" for h in info.hosts]
+
+
+def add_etc_hosts(lines: list[str]) -> None:
+    with open("/etc/hosts", "a") as hosts:
+        hosts.write("".join(line + "\n" for line in lines))
+
+
+def remove_etc_hosts(lines: list[str]) -> None:
+    text = Path("/etc/hosts").read_text().splitlines(keepends=True)
+    Path("/etc/hosts").write_text("".join(line for line in text if line.rstrip("\n") not in lines))  # in place: may be a bind mount
+
+
 @pytest.fixture(scope="module", params=list(TOPOLOGIES))
 def built(request, bundle, tmp_path_factory):
     from provision.lab import lifecycle
@@ -117,9 +152,13 @@ def built(request, bundle, tmp_path_factory):
     tmp = tmp_path_factory.mktemp(request.param)
     name = f"e{os.getpid() % 10000}{list(TOPOLOGIES).index(request.param)}"
     info = lifecycle.up(name, topology.hosts, control_planes=topology.control_planes)
+    etc_hosts: list[str] = []
     try:
         doc = cluster_document(request.param, info.cluster_file, info.hosts, version=_kubernetes_version(bundle),
                                bundle=bundle, cluster_dir=tmp / "cluster")
+        if request.param == BY_NAME:
+            doc, etc_hosts = named_hosts(doc, info, tmp)
+            add_etc_hosts(etc_hosts)
         path = tmp / "cluster.yaml"
         path.write_text(yaml.safe_dump(doc, sort_keys=False))
         result = Built(request.param, path, info, bundle, doc)
@@ -131,6 +170,7 @@ def built(request, bundle, tmp_path_factory):
         print(f"\n[e2e] {request.param}: first up {seconds:.1f} s ({slow})")
         yield result
     finally:
+        remove_etc_hosts(etc_hosts)
         lifecycle.down(name)
 
 
