@@ -60,6 +60,8 @@ def apiserver_hardening(cluster: Cluster, material: Material) -> Hardening:
         ]
     if cluster.control_plane.encrypt_secrets:
         if material.encryption_key is None:
+            # Not a rule on the cluster file (the model has none to check): whether the key was
+            # generated is a fact of the cluster directory, known when the PKI is read.
             raise PKIError("control plane encrypts Secrets but there is no encryption key; run `kubeprov certs generate`")
         out.files[ENCRYPTION_CONFIG] = File(encryption_config(material.encryption_key), 0o600)
         out.flags["encryption-provider-config"] = str(ENCRYPTION_CONFIG)
