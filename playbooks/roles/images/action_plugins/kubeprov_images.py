@@ -7,7 +7,7 @@ Two calls, one per task (tasks/main.yml, then tasks/wait.yml at the end of the p
 `namespace` (default k8s.io, the one the kubelet's CRI uses): an image counts as present when
 containerd has every one of its refs. The missing tarballs are sent over the task's connection
 (sftp/scp, no module run per file) into a job directory under /var/lib/kubeprov/images/, checked
-by sha256 on the host, and a detached job imports them one after another with `ctr`, deleting each
+by sha256 on the host, and a job (a transient systemd unit) imports them one after another with `ctr`, deleting each
 tarball once imported (containerd's content store keeps the image), then writes `status`.
 Returns `job`, the job directory ("" when nothing was missing).
 
@@ -26,6 +26,11 @@ from ansible.plugins.action import ActionBase
 
 STAGING = "/var/lib/kubeprov/images"
 WAIT_SECONDS = 900
+
+
+def unit_of(job):
+    """The transient unit importing job directory `job` (…/job.XXXXXX)."""
+    return "kubeprov-image-import-" + job.rsplit(".", 1)[-1]
 
 
 class ActionModule(ActionBase):
@@ -73,21 +78,31 @@ class ActionModule(ActionBase):
             self._run("; ".join(checks), "sending " + ", ".join(image["file"] for image in missing))
         finally:
             self._remove_tmp_path(remote_tmp)
-        # One job at a time per host (flock): a run interrupted mid-import may have left one going.
-        steps = " && ".join(
-            f"{{ {ctr} images import {name} >>log 2>&1 || {{ echo {shlex.quote('failed ' + file)} >status.new; mv status.new status; exit 1; }}; }} && rm {name}"
-            for name, file in names)
-        script = f"cd {job} && flock {STAGING}/.lock sh -c {shlex.quote(steps + ' && echo ok >status.new && mv status.new status')}"
-        self._run(f"setsid -f sh -c {shlex.quote(script)} </dev/null >/dev/null 2>&1", "starting the image import")
+        # The job's script, in its directory: one import after another, one job at a time per host
+        # (flock: a run interrupted mid-import may have left one going), a status at the end.
+        lines = ["set -u", f"cd {job}", f"exec 9>{STAGING}/.lock", "flock 9"]
+        for name, file in names:
+            lines.append(f"{ctr} images import {name} >>log 2>&1 || "
+                         f"{{ echo {shlex.quote('failed ' + file)} >status.new; mv status.new status; exit 1; }}")
+            lines.append(f"rm {name}")
+        lines.append("echo ok >status.new && mv status.new status")
+        self._run(f"printf '%s\\n' {' '.join(shlex.quote(line) for line in lines)} >{job}/import.sh", "writing the import job")
+        # A transient systemd unit, not a process detached from this SSH session: the session's
+        # end (its pty's hangup) must not be able to kill the job before it got going.
+        self._run(f"systemd-run --quiet --collect --unit={unit_of(job)} sh {job}/import.sh", "starting the image import")
         return {"changed": True, "job": job, "imported": [image["file"] for image in missing]}
 
     def _wait(self, job):
         if not job:
             return {"changed": False, "skipped": True, "skip_reason": "no import was started"}
-        job = shlex.quote(job)
+        unit, job = unit_of(job), shlex.quote(job)
+        # Until the job wrote its status; a unit that ended without one (killed, a host reboot)
+        # is an error now, not after the timeout.
         status = self._run(
-            f"timeout {WAIT_SECONDS} sh -c 'until [ -e {job}/status ]; do sleep 0.2; done' "
-            f"|| {{ echo 'the image import did not finish in {WAIT_SECONDS} s' >&2; exit 1; }}; "
+            f"timeout {WAIT_SECONDS} sh -c 'until [ -e {job}/status ]; do "
+            f"systemctl is-active --quiet {unit} || [ -e {job}/status ] || exit 3; sleep 0.2; done'; "
+            f"case $? in 0) ;; 3) echo 'the image import stopped without a result: journalctl -u {unit}' >&2; exit 1;; "
+            f"*) echo 'the image import did not finish in {WAIT_SECONDS} s' >&2; exit 1;; esac; "
             f"cat {job}/status; if [ \"$(cat {job}/status)\" != ok ]; then tail -n 1 {job}/log; fi",
             "waiting for the image import").splitlines()
         if not status or status[0] != "ok":
