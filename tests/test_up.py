@@ -96,7 +96,10 @@ def test_single_control_plane_needs_no_bootstrap_variant(make_cluster):
 def test_sync_pushes_the_files_the_roles_act_on_too(stacked3):
     ctx = UpContext(stacked3, UpOptions(), transport=None)
     tree = {str(p) for p in desired_tree(ctx, stacked3.host("cp2"), joined=False)}
-    assert "/etc/kubernetes/manifests/kube-apiserver.yaml" in tree and "/etc/kubernetes/pki/ca.key" in tree
+    # cp2 joins: its API server's manifest waits for its etcd member to vote; its etcd's does not
+    assert "/etc/kubernetes/manifests/kube-apiserver.yaml" not in tree and "/etc/kubernetes/manifests/etcd.yaml" in tree
+    assert "/etc/kubernetes/manifests/kube-apiserver.yaml" in {str(p) for p in desired_tree(ctx, stacked3.host("cp2"), joined=True)}
+    assert "/etc/kubernetes/pki/ca.key" in tree
     assert "/etc/kubernetes/kubelet.conf" in tree
     for acted_on_by_roles in ("/var/lib/kubelet/config.yaml", "/etc/containerd/config.toml", "/etc/sysctl.d/99-kubernetes.conf"):
         assert acted_on_by_roles in tree
@@ -119,6 +122,7 @@ def test_every_rendered_file_has_exactly_one_writer(make_cluster, topology):
     from provision.ansible.nodefiles import render_for_prepare
     from provision.pki import PKIStore
     from provision.render import render_hosts
+    from provision.render.control_plane import after_local_etcd_votes
 
     cluster = load_cluster(make_cluster(**TOPOLOGIES[topology]), None)
     PKIStore(cluster).generate()
@@ -126,8 +130,11 @@ def test_every_rendered_file_has_exactly_one_writer(make_cluster, topology):
     rendered_paths = set()
     for host in cluster.hosts:
         rendered = render_hosts(cluster, ctx.material)[host.name]
-        by_sync = desired_tree(ctx, host, joined=False)
+        by_sync = desired_tree(ctx, host, joined=True)
         assert by_sync == rendered, host.name
+        # a joining stacked control plane gets its control-plane manifests once its etcd member votes
+        joining = desired_tree(ctx, host, joined=False)
+        assert set(rendered) - set(joining) == after_local_etcd_votes(cluster, host), host.name
         acted_on = render_for_prepare(cluster, host, ctx.material)
         assert all(rendered[path] == file for path, file in acted_on.items()), host.name
         rendered_paths |= {str(p) for p in rendered}

@@ -328,7 +328,8 @@ def plan_render(ctx: UpContext):
 
 def bootstrap_overrides(cluster: Cluster, host: Host, joined: bool) -> dict:
     """The files that differ from the rendered steady state while the cluster is being built:
-    kube-vip's variant once the host has joined (super-admin.conf until kubeadm:cluster-admins exists)."""
+    kube-vip's variant once the host has joined (super-admin.conf until kubeadm:cluster-admins exists).
+    (What a joining host gets only later is render/control_plane.py: after_local_etcd_votes.)"""
     from provision.render.ha import render_kube_vip_after_bootstrap
 
     return render_kube_vip_after_bootstrap(cluster, host) if joined else {}
@@ -337,9 +338,12 @@ def bootstrap_overrides(cluster: Cluster, host: Host, joined: bool) -> dict:
 def desired_tree(ctx: UpContext, host: Host, *, joined: bool | None = None) -> dict:
     """What sync pushes to `host`: every rendered file (the transport is their one writer; the
     roles that act on some of them run after it)."""
+    from provision.render.control_plane import after_local_etcd_votes
+
     trees, _ = ctx.rendered()
-    tree = dict(trees[host.name])
-    tree.update(bootstrap_overrides(ctx.cluster, host, ctx.joined(host) if joined is None else joined))
+    joined = ctx.joined(host) if joined is None else joined
+    tree = {path: f for path, f in trees[host.name].items() if joined or path not in after_local_etcd_votes(ctx.cluster, host)}
+    tree.update(bootstrap_overrides(ctx.cluster, host, joined))
     return tree
 
 
@@ -742,6 +746,10 @@ def run_join_control_planes(ctx: UpContext) -> None:
         start_kubelet(ctx, host)
         if learner:
             etcd_promote(ctx, host, learner)  # its API server needs a voting member (a learner serves no writes)
+        if stacked:  # its control-plane manifests, held back until now (after_local_etcd_votes)
+            changes = _push(ctx, host, desired_tree(ctx, host, joined=True))
+            if changes:
+                ctx.say(host.name, f"etcd member votes: {len(changes)} control-plane manifests placed", "changed")
         joining.append(host)
 
     def settle(host: Host) -> None:

@@ -241,13 +241,26 @@ def scheduler_pod(cluster: Cluster) -> dict:
 # --- the host renderer ------------------------------------------------------------------------
 
 
+COMPONENTS = ("kube-apiserver", "kube-controller-manager", "kube-scheduler")
+
+
+def after_local_etcd_votes(cluster: Cluster, host: Host) -> set:
+    """The manifests a joining control plane of a stacked etcd gets only once its etcd member
+    votes: the API server reads its local member, which as a learner serves it nothing, so started
+    earlier it crash-loops into the kubelet's back-off (a minute and more), and the controller
+    manager and scheduler behind it. The first control plane's member votes from the start."""
+    if cluster.etcd.topology is not EtcdTopology.STACKED or host not in cluster.control_planes[1:]:
+        return set()
+    return {staticpod.manifest_path(name) for name in COMPONENTS}
+
+
 def render_control_plane(cluster: Cluster, host: Host, material: Material) -> Tree:
     if not host.has(Role.CONTROL_PLANE):
         return {}
     tree: Tree = {
-        staticpod.manifest_path("kube-apiserver"): staticpod.manifest(apiserver_pod(cluster, host, material)),
-        staticpod.manifest_path("kube-controller-manager"): staticpod.manifest(controller_manager_pod(cluster, material)),
-        staticpod.manifest_path("kube-scheduler"): staticpod.manifest(scheduler_pod(cluster)),
+        staticpod.manifest_path(COMPONENTS[0]): staticpod.manifest(apiserver_pod(cluster, host, material)),
+        staticpod.manifest_path(COMPONENTS[1]): staticpod.manifest(controller_manager_pod(cluster, material)),
+        staticpod.manifest_path(COMPONENTS[2]): staticpod.manifest(scheduler_pod(cluster)),
     }
     tree.update(apiserver_hardening(cluster, material).files)
     return tree
