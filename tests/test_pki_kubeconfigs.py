@@ -47,15 +47,17 @@ def expected_kubeconfigs(minor: int, endpoint: str, port: int, doc_hosts: list[d
 
 
 @pytest.mark.parametrize(
-    "version, endpoint, url",
+    "version, endpoint, url, mode",
     [
-        ("v1.31.4", "10.0.0.100:8443", "https://10.0.0.100:8443"),
-        ("v1.28.9", "api.test.example", "https://api.test.example:6444"),  # no port: apiServerPort
+        # a VIP on another port than the API servers': haproxy remaps it (kube-vip cannot)
+        ("v1.31.4", "10.0.0.100:8443", "https://10.0.0.100:8443", "haproxy-keepalived"),
+        ("v1.28.9", "api.test.example", "https://api.test.example:6444", "none"),  # no port: apiServerPort
     ],
 )
-def test_kubectl_reads_every_kubeconfig(make_cluster, tmp_path, version, endpoint, url):
+def test_kubectl_reads_every_kubeconfig(make_cluster, tmp_path, version, endpoint, url, mode):
     doc_hosts = hosts(3, 2)
-    path = make_cluster(kubernetesVersion=version, hosts=doc_hosts, controlPlaneEndpoint=endpoint, apiServerPort=6444)
+    path = make_cluster(kubernetesVersion=version, hosts=doc_hosts, controlPlaneEndpoint=endpoint, apiServerPort=6444,
+                        loadBalancer={"mode": mode})
     rc, out, err = run_cli("certs", "generate", "-c", path)
     assert rc == 0, out + err
     cluster_dir = cluster_dir_of(path)
