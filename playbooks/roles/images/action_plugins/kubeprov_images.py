@@ -7,8 +7,9 @@ Two calls, one per task (tasks/main.yml, then tasks/wait.yml at the end of the p
 `namespace` (default k8s.io, the one the kubelet's CRI uses): an image counts as present when
 containerd has every one of its refs. The missing tarballs are sent over the task's connection
 (sftp/scp, no module run per file) into a job directory under /var/lib/kubeprov/images/, checked
-by sha256 on the host, and a job (a transient systemd unit) imports them one after another with `ctr`, deleting each
-tarball once imported (containerd's content store keeps the image), then writes `status`.
+by sha256 on the host, and a job (a transient systemd unit) imports them one after another with
+`ctr`, deleting each tarball once imported (containerd's content store keeps the image), then
+writes `status`.
 Returns `job`, the job directory ("" when nothing was missing).
 
 `wait_for: <job>`: waits on the host until that job wrote its status, and fails with ctr's own
