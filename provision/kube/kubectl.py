@@ -1,7 +1,7 @@
 """The API, reached by running kubectl ON a control plane through the SSH transport.
 
 Why kubectl there, not a Python client with an SSH port-forward: the transport stays the one way
-kubeprov reaches hosts (DESIGN.md), with no tunnel thread per run to keep alive; it works while
+kubeprov reaches hosts (docs/architecture.md), with no tunnel thread per run to keep alive; it works while
 the endpoint (a VIP, a load balancer) is not reachable from the workstation, or not up yet; the
 control plane has kubectl and its kubeconfigs anyway (prepare's kubectl role, the PKI sync); and
 `kubectl apply` gives create-or-update with a per-object verdict (created / configured /
