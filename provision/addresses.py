@@ -107,9 +107,9 @@ def discover(transport, host: Host) -> str:
     )
 
 
-def learn(transport, cluster: Cluster, *, parallel: int = 10, record: bool = True) -> dict[str, str]:
+def learn(transport, cluster: Cluster, *, parallel: int = 10, record: bool = True) -> tuple[dict[str, str], list[str]]:
     """Discover every named host's IP not recorded yet, record them (0644, atomically; not when
-    `record` is False, as in a dry run), and return {host: IP} for every named host."""
+    `record` is False, as in a dry run); ({host: IP} for every named host, the hosts learnt now)."""
     from provision.transport import fan_out
 
     known = recorded(cluster)
@@ -123,4 +123,4 @@ def learn(transport, cluster: Cluster, *, parallel: int = 10, record: bool = Tru
         path = record_path(cluster)
         path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write(path, (json.dumps(known, indent=1, sort_keys=True) + "\n").encode(), 0o644, replace=True)
-    return {h.name: known[h.name] for h in named(cluster)}
+    return {h.name: known[h.name] for h in named(cluster)}, [o.host for o in outcomes]

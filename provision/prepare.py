@@ -45,6 +45,7 @@ class Options:
     force: bool = False  # run Ansible even when every host's applied state matches
     forks: int = 20
     preflight: bool = True  # False: the caller ran preflight on these hosts already
+    files_placed: bool = False  # True: the caller pushed every rendered file already (up's sync)
 
 
 @dataclass
@@ -104,7 +105,7 @@ def plan(cluster: Cluster, options: Options) -> tuple[dict[str, HostPlan], Bundl
 def place_files(transport, cluster: Cluster, plans: dict[str, HostPlan], targets: list[str], *, parallel: int,
                 on_update: Callable[[HostProgress, str], None] = lambda progress, what: None) -> None:
     """The rendered files the roles act on, through the SSH transport: the one writer of rendered
-    files (docs/architecture.md); `up`'s sync has placed them already, so there it only compares.
+    files (docs/architecture.md); `up`'s sync has placed them already (Options.files_placed).
     A host where files changed is reported as a changed step, like a role's task."""
     from provision.transport import fan_out
 
@@ -155,7 +156,8 @@ def prepare(
                                    limit=limit, work_dir=inventory_path.parent)
             if not checked.ok:
                 return Report(False, states, checked, time.monotonic() - started, inventory_path)
-        place_files(open_transport, cluster, plans, targets, parallel=options.forks, on_update=on_update)
+        if not options.files_placed:
+            place_files(open_transport, cluster, plans, targets, parallel=options.forks, on_update=on_update)
         result = run_playbook(PREPARE_ONLY, inventory_path, targets, on_update=on_update, forks=options.forks,
                               limit=limit, work_dir=inventory_path.parent)
     if checked is not None:

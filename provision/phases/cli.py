@@ -8,7 +8,7 @@ and its consoles from provision/console.py, like every command module's.
 import functools
 import inspect
 import sys
-from dataclasses import dataclass
+from dataclasses import make_dataclass
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -37,17 +37,8 @@ def _run_options(
     """The options of every command that runs phases of `up` (up, phase run): declared once."""
 
 
-@dataclass(frozen=True)
-class RunArgs:
-    config: Optional[Path]
-    inventory: Optional[Path]
-    cluster_dir: Optional[Path]
-    bundle: Optional[Path]
-    known_hosts: Optional[Path]
-    trust_on_first_use: bool
-    lab: bool
-    api_timeout: float
-    parallel: int
+# The parsed options, one field per parameter of _run_options: derived, so the two cannot differ.
+RunArgs = make_dataclass("RunArgs", list(inspect.signature(_run_options).parameters), frozen=True)
 
 
 def takes_run_options(command):

@@ -142,8 +142,9 @@ class UpContext:
         from provision.prepare import Options
 
         o = self.options
-        # preflight=False: the preflight phase checked every fresh host already
-        return Options(bundle=o.bundle, known_hosts=o.known_hosts, lab=o.lab, swapoff=o.swapoff, forks=o.parallel, preflight=False)
+        # The preflight phase checked every fresh host already, and sync placed every rendered file.
+        return Options(bundle=o.bundle, known_hosts=o.known_hosts, lab=o.lab, swapoff=o.swapoff, forks=o.parallel,
+                       preflight=False, files_placed=True)
 
     def say(self, host: str, text: str, status: str = "ok") -> None:
         self.reporter.host_line(self.step, host, status, text)
@@ -923,12 +924,10 @@ def with_learnt_addresses(cluster: Cluster, transport, reporter: Reporter, *, pa
 
     if not addresses.named(cluster):
         return cluster
-    known = addresses.recorded(cluster)
-    found = addresses.learn(transport, cluster, parallel=parallel, record=record)
-    for name, ip in sorted(found.items()):
-        if name not in known:
-            reporter.host_line(None, name, "ok", f"address {ip}: its default route's source, learnt on the host"
-                                                 + ("" if record else " (not recorded: dry run)"))
+    found, learnt = addresses.learn(transport, cluster, parallel=parallel, record=record)
+    for name in sorted(learnt):
+        reporter.host_line(None, name, "ok", f"address {found[name]}: its default route's source, learnt on the host"
+                                             + ("" if record else " (not recorded: dry run)"))
     return addresses.with_addresses(cluster, found)
 
 
