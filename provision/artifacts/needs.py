@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import yaml
 
+from provision import yamltext
 from provision.artifacts import pins
 from provision.config.models import Cluster, EtcdTopology, Host, Role
 from provision.render.addons.coredns import coredns_objects
@@ -104,7 +104,7 @@ def _static_pod_images(cluster: Cluster, host: Host) -> list[tuple[str, str]]:
     for renderer, why in ((render_etcd, "etcd.topology=stacked"), (render_ha, f"loadBalancer {cluster.load_balancer_mode.value}")):
         for path, file in renderer(cluster, host, None).items():
             if path.suffix == ".yaml" and path.parent.name == "manifests":
-                found += [(ref, why) for ref in images_in(yaml.safe_load(file.content))]
+                found += [(ref, why) for ref in images_in(yamltext.load(file.content))]
     return found
 
 

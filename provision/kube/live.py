@@ -20,7 +20,8 @@ import base64
 import json
 from typing import Any
 
-import yaml
+from provision import yamltext
+
 
 LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"
 
@@ -34,7 +35,7 @@ def identity(doc: dict) -> Identity:
 
 def documents(data: bytes | list[dict]) -> list[dict]:
     if isinstance(data, bytes):
-        return [d for d in yaml.safe_load_all(data) if d]
+        return [d for d in yamltext.load_all(data) if d]
     return list(data)
 
 

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 import yaml
 
+from provision import yamltext
 from provision.config.models import Cluster, Host, Role, is_ip
 from provision.pki.certlist import CLUSTER_ADMINS, MASTERS, NODES
 
@@ -81,12 +82,6 @@ KUBECONFIGS: tuple[KubeconfigSpec, ...] = (
 
 KUBECONFIG_BY_FILE = {spec.file: spec for spec in KUBECONFIGS}
 
-# libyaml's safe loader/dumper when PyYAML has it: the pure-Python parser spends ~14 ms on each
-# kubeconfig's long base64 scalars, most of a no-op `generate` for 50 nodes. Same output bytes.
-_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-_DUMPER = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
-
-
 def build(cluster_name: str, server: str, user: str, ca_pem: bytes, cert_pem: bytes, key_pem: bytes) -> bytes:
     def b64(data: bytes) -> str:
         return base64.b64encode(data).decode()
@@ -101,7 +96,7 @@ def build(cluster_name: str, server: str, user: str, ca_pem: bytes, cert_pem: by
         "preferences": {},
         "users": [{"name": user, "user": {"client-certificate-data": b64(cert_pem), "client-key-data": b64(key_pem)}}],
     }
-    return yaml.dump(doc, Dumper=_DUMPER, sort_keys=False).encode()
+    return yamltext.dump(doc).encode()
 
 
 @dataclass(frozen=True)
@@ -116,7 +111,7 @@ class Parsed:
 def parse(data: bytes) -> Parsed:
     """The parts of a kubeconfig we wrote. Raises ValueError when it is not of that shape."""
     try:
-        doc = yaml.load(data, Loader=_LOADER)
+        doc = yamltext.load(data)
         context_name = doc["current-context"]
         context = next(c["context"] for c in doc["contexts"] if c["name"] == context_name)
         cluster = next(c["cluster"] for c in doc["clusters"] if c["name"] == context["cluster"])

@@ -43,8 +43,8 @@ from __future__ import annotations
 import ipaddress
 from pathlib import PurePosixPath
 
-import yaml
 
+from provision import yamltext
 from provision.config.models import Cluster, Host, LoadBalancerMode, Role, is_ip
 from provision.pki.store import Material
 from provision.render.templates import render_text
@@ -278,4 +278,4 @@ def _static_pod(
 
 
 def _yaml(doc: dict) -> bytes:
-    return yaml.safe_dump(doc, sort_keys=False).encode()
+    return yamltext.dump(doc).encode()

@@ -17,8 +17,8 @@ from __future__ import annotations
 
 from pathlib import PurePosixPath
 
-import yaml
 
+from provision import yamltext
 from provision import versions
 from provision.config.models import Cluster, Host, is_ip
 from provision.pki.store import Material
@@ -98,7 +98,7 @@ def kubelet_configuration(cluster: Cluster) -> dict:
 
 def dump_yaml(obj: dict) -> bytes:
     """YAML the way Kubernetes' own tools write component configs: keys sorted, block style."""
-    return yaml.safe_dump(obj, sort_keys=True, default_flow_style=False).encode()
+    return yamltext.dump(obj, sort_keys=True).encode()
 
 
 # --- per-node flags: /var/lib/kubelet/kubeadm-flags.env -------------------------------------------

@@ -13,8 +13,8 @@ import base64
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 
-import yaml
 
+from provision import yamltext
 from provision.config.models import Cluster
 from provision.errors import PKIError
 from provision.pki.store import Material
@@ -86,7 +86,7 @@ def encryption_config(key: bytes) -> bytes:
             }
         ],
     }
-    return yaml.safe_dump(doc, sort_keys=False).encode()
+    return yamltext.dump(doc).encode()
 
 
 def audit_policy() -> bytes:
@@ -117,4 +117,4 @@ def audit_policy() -> bytes:
         {"level": "Metadata"},
     ]
     doc = {"apiVersion": "audit.k8s.io/v1", "kind": "Policy", "omitStages": ["RequestReceived"], "rules": rules}
-    return yaml.safe_dump(doc, sort_keys=False).encode()
+    return yamltext.dump(doc).encode()

@@ -11,8 +11,8 @@ import ipaddress
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 
-import yaml
 
+from provision import yamltext
 from provision.config.models import HostPathVolume
 from provision.render.tree import File
 
@@ -154,7 +154,7 @@ def component_pod(
 
 def manifest(pod: dict) -> File:
     """The pod as kubeadm writes it: YAML with keys sorted, mode 0600."""
-    return File(yaml.safe_dump(pod, sort_keys=True, default_flow_style=False).encode(), MANIFEST_MODE)
+    return File(yamltext.dump(pod, sort_keys=True).encode(), MANIFEST_MODE)
 
 
 def manifest_path(name: str) -> PurePosixPath:

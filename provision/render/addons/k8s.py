@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 
-import yaml
+from provision import yamltext
 
 KUBE_SYSTEM = "kube-system"
 KUBE_PUBLIC = "kube-public"
@@ -95,7 +95,7 @@ def cluster_role_binding(name: str, cluster_role: str, subjects: list[dict]) -> 
     }
 
 
-class _Dumper(yaml.SafeDumper):
+class _Dumper(yamltext.SafeDumper):
     """Multi-line strings (an embedded config, a Corefile) as `|` blocks a person can read, and
     no `&id001` anchors where one dict (a label set) is used twice: kubectl users read these."""
 
@@ -103,7 +103,7 @@ class _Dumper(yaml.SafeDumper):
         return True
 
 
-def _represent_str(dumper: yaml.SafeDumper, value: str):
+def _represent_str(dumper: yamltext.SafeDumper, value: str):
     style = "|" if "\n" in value else None
     return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
 
@@ -113,7 +113,7 @@ _Dumper.add_representer(str, _represent_str)
 
 def to_yaml(obj: dict) -> str:
     """One document, keys sorted (as Kubernetes' own marshalling does), block style."""
-    return yaml.dump(obj, Dumper=_Dumper, sort_keys=True, default_flow_style=False, width=120)
+    return yamltext.dump(obj, sort_keys=True, dumper=_Dumper, width=120)
 
 
 def yaml_stream(*objects: dict) -> bytes:

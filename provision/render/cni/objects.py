@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-import yaml
+from provision import yamltext
+
 
 KUBE_SYSTEM = "kube-system"
 RBAC = "rbac.authorization.k8s.io/v1"
@@ -52,4 +53,4 @@ def field_env(name: str, field: str) -> dict:
 
 def dump_all(objects: list[dict]) -> bytes:
     """One multi-document YAML file, objects in apply order."""
-    return yaml.safe_dump_all(objects, sort_keys=False, explicit_start=True).encode()
+    return yamltext.dump_all(objects, explicit_start=True).encode()
