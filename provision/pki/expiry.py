@@ -17,8 +17,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from cryptography import x509
-
 from provision.config.models import Cluster
 from provision.pki import crypto, kubeconfigs
 from provision.pki.certlist import CAS

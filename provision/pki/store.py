@@ -80,6 +80,7 @@ class PKIStore:
         self.pki_dir = self.root / "pki"
         self.kubeconfig_dir = self.root / "kubeconfigs"
         self._cas: dict[str, tuple[x509.Certificate, PrivateKey | None]] = {}
+        self._validated_cas: set[str] = set()
         self._fresh_keys: Iterator[PrivateKey] = iter(())  # made ahead, in parallel, by generate()
 
     # --- where things live --------------------------------------------------------------------
@@ -174,12 +175,13 @@ class PKIStore:
         atomic_write(key_path, crypto.key_pem(key), PRIVATE_FILE_MODE)
         atomic_write(crt_path, crypto.cert_pem(cert), PUBLIC_FILE_MODE)
         self._cas[ca.name] = (cert, key)
+        self._validated_cas.add(ca.name)  # made here
         return Outcome(ca.name, crt_path, "created")
 
     def _ensure_sa_keys(self) -> list[Outcome]:
         key_path, pub_path = self.pki_dir / SA_KEY, self.pki_dir / SA_PUB
         if key_path.exists():
-            key = self._read_key(key_path)
+            key = self._read_key(key_path, validate=False)  # only compared with sa.pub here; it signs on the API server
             outcomes = [Outcome("sa", key_path, "kept")]
             if not pub_path.exists():
                 atomic_write(pub_path, crypto.public_key_pem(key), PUBLIC_FILE_MODE)
@@ -215,12 +217,22 @@ class PKIStore:
             key = self._read_key(cred.key_path)
         else:
             key = self._new_key()
-        self._write(cred, key, self._issue(cred, key, ca_cert, ca_key, now), replace=False)
+        self._write(cred, key, self._issue(cred, key, now), replace=False)
         return Outcome(cred.label, cred.path, "created")
 
-    def _issue(self, cred, key, ca_cert, ca_key, now) -> x509.Certificate:
+    def _issue(self, cred, key, now) -> x509.Certificate:
+        ca_cert, ca_key = self._signing_ca(cred.ca)
         validity = dt.timedelta(days=self.cluster.certificates.validity_days)
         return crypto.issue_leaf(cred.request, key.public_key(), ca_cert, ca_key, validity, now)
+
+    def _signing_ca(self, name: str) -> tuple[x509.Certificate, PrivateKey]:
+        """The CA about to sign: its key read again with OpenSSL's full check, once per store."""
+        cert, key = self.load_ca(name)
+        if name not in self._validated_cas:
+            key = self._read_key(self.ca_paths(CA_BY_NAME[name])[1], validate=True)
+            self._cas[name] = (cert, key)
+            self._validated_cas.add(name)
+        return cert, key
 
     def _write(
         self, cred: Credential, key: PrivateKey, cert: x509.Certificate, *, replace: bool, key_changed: bool = True
@@ -252,7 +264,8 @@ class PKIStore:
             basic = cert.extensions.get_extension_for_class(x509.BasicConstraints).value if _has_basic(cert) else None
             if basic is None or not basic.ca:
                 raise PKIError(f"{crt_path} is not a CA certificate")
-            key = self._read_key(key_path) if key_path.exists() else None
+            # Compared with its certificate only: the costly RSA self-check waits until it signs (_signing_ca).
+            key = self._read_key(key_path, validate=False) if key_path.exists() else None
             if key is not None and not crypto.keys_match(cert, key):
                 raise PKIError(f"{key_path} does not belong to {crt_path.name}")
             self._cas[name] = (cert, key)
@@ -393,7 +406,6 @@ class PKIStore:
         self._fresh_keys = iter(crypto.new_keys(self.cluster.certificates.key_algorithm, len(fresh)))
         outcomes = []
         for cred in creds:
-            ca_cert, ca_key = self.load_ca(cred.ca)
             existing = None
             try:
                 existing = self._read_credential(cred, validate=True)
@@ -413,7 +425,7 @@ class PKIStore:
                 key, key_changed = self._read_key(cred.key_path), False
             else:
                 key, key_changed = self._new_key(), True
-            self._write(cred, key, self._issue(cred, key, ca_cert, ca_key, now), replace=True, key_changed=key_changed)
+            self._write(cred, key, self._issue(cred, key, now), replace=True, key_changed=key_changed)
             outcomes.append(Outcome(cred.label, cred.path, "renewed", f"backup in {backup_dir}" if backed_up else ""))
         return outcomes
 
