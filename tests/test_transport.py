@@ -21,6 +21,8 @@ from provision.config.models import SSH, Cluster, Host, Role
 from provision.errors import ConfigError
 from provision.render.tree import File, write_trees
 from provision.retries import Backoff
+from provision.transport import remote
+from provision.transport.ssh import Change
 from provision.transport import (
     AuthenticationError,
     CommandTimeout,
@@ -304,6 +306,74 @@ def test_read_file_returns_bytes_or_none(fleet, transport):
     path.write_bytes(bytes(range(256)))
     assert transport.read_file(host, str(path)) == bytes(range(256))
     assert transport.read_file(host, str(path) + ".missing") is None
+
+
+def test_probe_answers_existence_contents_and_file_states_in_one_command(fleet, transport):
+    """provision/phases/facts.py reads each host with one probe; its answers must equal what the
+    local filesystem (which the daemons share) says, whatever the names and contents hold."""
+    host = fleet.hosts[1]
+    root = host_dir(fleet, host) / "probe"
+    root.mkdir(parents=True, exist_ok=True)
+    record = root / "applied.json"
+    record.write_bytes(b'{"fingerprint": "abc"}\n\nsecond line\n')
+    odd = root / "back\\slash name"  # sha256sum escapes such a name: the hash must still be read
+    odd.write_bytes(b"odd")
+    odd.chmod(0o640)
+    plain = root / "plain"
+    plain.write_bytes(b"")
+    missing, directory = root / "missing", root
+    paths = [str(plain), str(missing), str(odd), str(directory)]
+
+    probed = transport.probe(host, exists=[str(record), str(missing)], read=[str(record), str(missing)], paths=paths)
+
+    assert probed.exists == {str(record): True, str(missing): False}
+    assert probed.contents == {str(record): record.read_bytes(), str(missing): None}
+    for path in (plain, odd):
+        state = probed.files[str(path)]
+        assert state.sha256 == hashlib.sha256(path.read_bytes()).hexdigest()
+        assert state.mode == path.stat().st_mode & 0o7777
+        assert (state.owner, state.group) == ("root", "root")
+    assert probed.files[str(missing)] is None and probed.files[str(directory)] is None  # not regular files
+
+
+def test_push_with_known_states_reads_only_the_paths_it_was_not_told(fleet, transport):
+    host = fleet.hosts[1]
+    target = host_dir(fleet, host) / "known" / "file"
+    assert transport.push(host, {str(target): (b"one", 0o644)}) == [Change(str(target), "created")]
+    known = transport.file_states(host, [str(target)])
+    # Told the state, push compares with it and writes nothing; told a stale state, it trusts it.
+    assert transport.push(host, {str(target): (b"one", 0o644)}, known=known) == []
+    assert transport.push(host, {str(target): (b"two", 0o644)}, known={str(target): None}) == [Change(str(target), "created")]
+    assert target.read_bytes() == b"two"
+
+
+def test_http_get_reads_a_plain_http_listener_on_the_host(fleet, transport):
+    """The etcd /health check's transport: bash's /dev/tcp, no curl or python3 started."""
+    import http.server
+
+    class Health(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            body = b'{"health":"true"}' if self.path == "/health" else b"no"
+            self.send_response(200 if self.path == "/health" else 404)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Health)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        port = server.server_address[1]
+        result = transport.run(fleet.hosts[0], remote.http_get("127.0.0.1", port, "/health"))
+        assert remote.http_answer(result.stdout) == (200, '{"health":"true"}')
+        result = transport.run(fleet.hosts[0], remote.http_get("127.0.0.1", port, "/other"))
+        assert remote.http_answer(result.stdout)[0] == 404
+    finally:
+        server.shutdown()
+    closed = transport.run(fleet.hosts[0], remote.http_get("127.0.0.1", port, "/health"))
+    assert not closed.ok and remote.http_answer(closed.stdout)[0] == 0
 
 
 def test_put_if_different_writes_once_backs_up_and_never_rewrites(fleet, transport):

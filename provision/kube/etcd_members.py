@@ -6,7 +6,7 @@ keepalived) may not create mirror pods until it restarts. Control planes have no
 own (it lives in etcd's image). So kubeprov talks to etcd's JSON gateway (/v3/cluster/member/…,
 etcd ≥ 3.4) on the member's loopback client URL with the healthcheck client certificate, through a
 few lines of python3 on the host (Ansible needs python3 there anyway), and reads health from the
-member's plain-HTTP metrics listener, as the kubelet's probe does.
+member's plain-HTTP metrics listener, as the kubelet's probe does (bash's /dev/tcp: nothing to start).
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from provision.config.models import Host
 from provision.errors import KubeprovError
 from provision.render import staticpod
 from provision.render.etcd import CLIENT_PORT, ETCD_PKI, METRICS_PORT
+from provision.transport import remote
 
 # Runs on the host: POST a JSON body to etcd's gateway, print the answer; exit 3 on an HTTP error.
 _GATEWAY = """\
@@ -106,11 +107,11 @@ def promote(transport, host: Host, member_id: str) -> None:
 
 def healthy(transport, host: Host) -> tuple[bool, str]:
     """(healthy, what it said): the member's own /health on its loopback metrics listener."""
-    url = f"http://{staticpod.join_host_port(staticpod.loopback_for(host.advertise_address), METRICS_PORT)}/health"
-    code = f"import urllib.request; print(urllib.request.urlopen({url!r}, timeout=5).read().decode())"
-    result = transport.run(host, shlex.join(["python3", "-c", code]), timeout=30)
-    said = result.stdout.strip() or result.summary()
+    address = staticpod.loopback_for(host.advertise_address)
+    result = transport.run(host, remote.http_get(address, METRICS_PORT, "/health"), timeout=30)
+    status, body = remote.http_answer(result.stdout)
+    said = body.strip() or result.summary() or f"no answer on {address}:{METRICS_PORT}"
     try:
-        return result.ok and json.loads(result.stdout).get("health") == "true", said
+        return status == 200 and json.loads(body).get("health") == "true", said
     except ValueError:
         return False, said

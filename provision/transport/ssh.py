@@ -310,10 +310,26 @@ class Transport:
         except ValueError as exc:
             raise RemoteCommandError(host.name, f"unexpected file listing: {exc}") from None
 
-    def push(self, host: Host, files: dict[str, tuple[bytes, int]], *, owner: str = "root", group: str = "root") -> list[Change]:
-        """Make each path hold its (content, mode), writing only what differs; returns the changes."""
+    def probe(self, host: Host, *, exists: list[str] = (), read: list[str] = (), units: list[str] = (),
+              paths: list[str] = ()) -> remote.Probed:
+        """In one round trip: which of `exists` exist, the bytes of `read`, the state of systemd
+        `units`, and the file states of `paths` (provision/facts.py asks it of every host)."""
+        exists, read, units, paths = list(exists), list(read), list(units), list(paths)
+        result = self._check(host, remote.probe(exists, read, units), stdin="".join(p + "\n" for p in paths).encode(),
+                             what="reading the host's state")
+        try:
+            return remote.parse_probe(result.stdout, exists, read, units, paths)
+        except ValueError as exc:
+            raise RemoteCommandError(host.name, f"unexpected answer reading the host's state: {exc}") from None
+
+    def push(self, host: Host, files: dict[str, tuple[bytes, int]], *, owner: str = "root", group: str = "root",
+             known: dict[str, remote.FileState | None] | None = None) -> list[Change]:
+        """Make each path hold its (content, mode), writing only what differs; returns the changes.
+        `known`: states of (some of) the paths read earlier in this run (provision/facts.py), so
+        only the others are read now."""
         paths = sorted(files)
-        states = self.file_states(host, paths)
+        known = known or {}
+        states = {**known, **self.file_states(host, [p for p in paths if p not in known])}
         changes = []
         for path in paths:
             content, mode = files[path]
