@@ -129,9 +129,11 @@ def prepare(
     on_skip_check: Callable[[list[applied.HostState]], None] = lambda states: None,
     transport=None,
     planned: tuple | None = None,
+    checked: list[applied.HostState] | None = None,
 ) -> Report:
     """`transport`: an open one to reuse (up's), else one is opened for the check; `planned`:
-    plan()'s result when the caller made it already."""
+    plan()'s result when the caller made it already; `checked`: each host's applied state when
+    the caller read it already (up's facts)."""
     from contextlib import nullcontext
 
     from provision.transport import Options as TransportOptions
@@ -143,7 +145,7 @@ def prepare(
     targets = [h.name for h in cluster.hosts]
     with nullcontext(transport) if transport else Transport(TransportOptions(known_hosts=options.known_hosts)) as open_transport:
         if not options.force:
-            states = applied.check(open_transport, plans, parallel=options.forks)
+            states = checked if checked is not None else applied.check(open_transport, plans, parallel=options.forks)
             on_skip_check(states)
             if all(state.current for state in states):
                 return Report(True, states, None, time.monotonic() - started, inventory_path)

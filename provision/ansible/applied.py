@@ -9,7 +9,6 @@ still run; when every host matches, Ansible is not started at all.
 from __future__ import annotations
 
 import json
-import shlex
 from dataclasses import dataclass
 
 from provision.ansible.inventory import APPLIED_PATH, HostPlan
@@ -32,33 +31,41 @@ def services_for(plan: HostPlan) -> list[str]:
     return services
 
 
-def _probe(plan: HostPlan) -> str:
-    services = " ".join(shlex.quote(s) for s in services_for(plan))
-    return (
-        f"cat {shlex.quote(APPLIED_PATH)} 2>/dev/null || echo '{{}}'; echo; echo '--- services'; "
-        f"for s in {services}; do printf '%s %s\\n' \"$s\" \"$(systemctl is-active \"$s\" 2>/dev/null)\"; done"
-    )
+def compare(plan: HostPlan, record: dict | None, services: dict[str, str]) -> HostState:
+    """Is the host current? `record`: its applied-state record ({} when it has none, None when it
+    is not JSON); `services`: systemd's ActiveState of each of services_for(plan)."""
+    host = plan.host.name
+    if record is None:
+        return HostState(host, False, f"{APPLIED_PATH} is not valid JSON")
+    if not record:
+        return HostState(host, False, "never prepared")
+    if record.get("fingerprint") != plan.fingerprint:
+        changed = sorted(k for k in plan.applied if k != "fingerprint" and record.get(k) != plan.applied[k])
+        return HostState(host, False, f"changed since the last prepare: {', '.join(changed) or 'fingerprint'}")
+    for name in services_for(plan):
+        state = services.get(name, "")
+        if state != "active":
+            return HostState(host, False, f"{name} is {state or 'not running'}")
+    return HostState(host, True, "")
+
+
+def read_record(text: bytes | None) -> dict | None:
+    if not text:
+        return {}
+    try:
+        record = json.loads(text)
+    except ValueError:
+        return None
+    return record if isinstance(record, dict) else None
 
 
 def check(transport: Transport, plans: dict[str, HostPlan], parallel: int = 20) -> list[HostState]:
+    """Each host's record and services, read in one round trip per host, all hosts at once."""
     def one(host) -> HostState:
         plan = plans[host.name]
-        result = transport.run(host, _probe(plan))
-        record_text, _, services_text = result.stdout.partition("--- services")
-        try:
-            record = json.loads(record_text.strip() or "{}")
-        except ValueError:
-            return HostState(host.name, False, f"{APPLIED_PATH} is not valid JSON")
-        if not record:
-            return HostState(host.name, False, "never prepared")
-        if record.get("fingerprint") != plan.fingerprint:
-            changed = sorted(k for k in plan.applied if k != "fingerprint" and record.get(k) != plan.applied[k])
-            return HostState(host.name, False, f"changed since the last prepare: {', '.join(changed) or 'fingerprint'}")
-        for line in services_text.strip().splitlines():
-            name, _, state = line.partition(" ")
-            if state != "active":
-                return HostState(host.name, False, f"{name} is {state or 'not running'}")
-        return HostState(host.name, True, "")
+        services = services_for(plan)
+        probed = transport.probe(host, read=[APPLIED_PATH], units=services)
+        return compare(plan, read_record(probed.contents[APPLIED_PATH]), {s: probed.units[s].active for s in services})
 
     outcomes = fan_out([plan.host for plan in plans.values()], one, parallel=parallel)
     return [o.value if o.ok else HostState(o.host, False, f"cannot read its state: {o.error_text}") for o in outcomes]

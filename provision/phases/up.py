@@ -44,17 +44,16 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path, PurePosixPath
 
-import yaml
 
 from provision.config.models import CNI, Cluster, EtcdTopology, Host, LoadBalancerMode, Role
 from provision.errors import KubeprovError
 from provision.kube.kubectl import ADMIN_CONF, SUPER_ADMIN_CONF, Kubectl, changed
 from provision.kube.live import LiveObjects, documents
+from provision.phases.facts import JOINED_MARKER, KUBELET_BINARY, Facts
+from provision.render.tree import File
 from provision.phases.phase import Phase, Step
 from provision.phases.runner import Reporter
 
-JOINED_MARKER = "/var/lib/kubeprov/joined"  # the host is in the cluster: its kubelet (or external etcd) runs
-KUBELET_BINARY = "/usr/bin/kubelet"
 MISSING = 44
 RUNNING = 45
 ETCD_PKI = "/etc/kubernetes/pki/etcd"
@@ -89,7 +88,7 @@ class UpContext:
     step: Step | None = None
     _material: object = None
     _rendered: tuple | None = None
-    _joined: dict[str, bool] = field(default_factory=dict)
+    _joined: dict[str, bool] = field(default_factory=dict)  # hosts this run marked joined
     newly_joined: set[str] = field(default_factory=set)  # hosts whose kubelet this run started
     _prepare_plan: tuple | None = None
     fresh_api: bool = False  # the first control plane started in this run: no object exists yet
@@ -160,24 +159,20 @@ class UpContext:
         config = SUPER_ADMIN_CONF if bootstrap and self.cluster.minor >= 29 else ADMIN_CONF
         return Kubectl(self.transport, host, kubeconfig=config, server=local_url(self.cluster, host) if local else None)
 
-    def joined(self, host: Host) -> bool:
-        if host.name not in self._joined:
-            # Asked of every host at once, the first time any is asked: phases ask host by host.
-            from provision.transport import fan_out
+    @cached_property
+    def facts(self) -> Facts:
+        """Each host's facts (provision/phases/facts.py), read on first ask with the states of
+        every file sync may place there."""
+        return Facts(self.transport, self.cluster.hosts, lambda h: sorted(str(p) for p in placed_paths(self, h)),
+                     parallel=self.options.parallel)
 
-            unknown = [h for h in self.cluster.hosts if h.name not in self._joined] or [host]
-            for o in fan_out(unknown, lambda h: self.transport.file_states(h, [JOINED_MARKER])[JOINED_MARKER] is not None,
-                             parallel=self.options.parallel):
-                if o.ok:
-                    self._joined[o.host] = o.value
-            if host.name not in self._joined:  # its own failure, raised where it is asked
-                self._joined[host.name] = self.transport.file_states(host, [JOINED_MARKER])[JOINED_MARKER] is not None
-        return self._joined[host.name]
+    def joined(self, host: Host) -> bool:
+        return self._joined.get(host.name) or self.facts(host).joined
 
     def mark_joined(self, host: Host) -> None:
         if self._joined.get(host.name):
             return
-        if self.transport.put_if_different(host, JOINED_MARKER, b"this node's kubelet was started by kubeprov up\n"):
+        if _push(self, host, {PurePosixPath(JOINED_MARKER): File(b"this node's kubelet was started by kubeprov up\n", 0o644)}):
             self.newly_joined.add(host.name)
         self._joined[host.name] = True
 
@@ -283,11 +278,26 @@ def plan_preflight(ctx: UpContext):
         yield host.name, "preflight checks (swap, ports, kernel modules, memory/CPU, OS, cgroups, time)"
 
 
+def applied_states(ctx: UpContext, hosts: list[Host]):
+    """prepare's no-op check (provision/ansible/applied.py) from the hosts' facts."""
+    from provision.ansible import applied
+    from provision.transport import fan_out
+
+    plans, _, _ = ctx.prepare_plan()
+    outcomes = fan_out(hosts, lambda h: applied.compare(plans[h.name], ctx.facts(h).applied(), ctx.facts(h).services()),
+                       parallel=ctx.options.parallel)
+    return [o.value if o.ok else applied.HostState(o.host, False, f"cannot read its state: {o.error_text}") for o in outcomes]
+
+
 def run_prepare(ctx: UpContext) -> None:
     from provision import prepare
 
+    states = applied_states(ctx, ctx.cluster.hosts)
     report = prepare.prepare(ctx.cluster, ctx.prepare_options(), _progress(ctx), transport=ctx.transport,
-                             planned=ctx.prepare_plan())
+                             planned=ctx.prepare_plan(), checked=states)
+    for state in states:
+        if not state.current:
+            ctx.facts.forget(state.host)  # the roles ran there (or were to): read it again when next asked
     if report.skipped:
         ctx.say("all", f"every host already has this exact state; Ansible not run ({report.seconds:.1f}s)")
         return
@@ -348,8 +358,19 @@ def desired_tree(ctx: UpContext, host: Host, *, joined: bool | None = None) -> d
     return tree
 
 
+def placed_paths(ctx: UpContext, host: Host) -> set[PurePosixPath]:
+    """Every path this run may place on `host`: its rendered files in either stage, and the joined marker."""
+    trees, _ = ctx.rendered()
+    return {*trees[host.name], *bootstrap_overrides(ctx.cluster, host, True), PurePosixPath(JOINED_MARKER)}
+
+
 def _push(ctx: UpContext, host: Host, tree: dict) -> list:
-    return ctx.transport.push(host, {str(p): (f.content, f.mode) for p, f in tree.items()})
+    """The one writer: `tree` onto `host`, comparing with the states its facts hold (a changed
+    host's facts are read again when next asked)."""
+    changes = ctx.transport.push(host, {str(p): (f.content, f.mode) for p, f in tree.items()}, known=ctx.facts(host).files)
+    if changes:
+        ctx.facts.forget(host)
+    return changes
 
 
 def run_sync(ctx: UpContext) -> None:
@@ -373,7 +394,7 @@ def plan_sync(ctx: UpContext):
         return
     for host in ctx.cluster.hosts:
         tree = desired_tree(ctx, host)
-        states = ctx.transport.file_states(host, sorted(str(p) for p in tree))
+        states = ctx.facts(host).files
         new = [p for p in tree if states[str(p)] is None]
         differ = [p for p in tree if states[str(p)] is not None
                   and states[str(p)].sha256 != hashlib.sha256(tree[p].content).hexdigest()]
@@ -391,13 +412,12 @@ def external(ctx: UpContext) -> bool:
 
 def run_etcd_install(ctx: UpContext) -> None:
     from provision.ansible.runner import run_playbook
-    from provision.ansible import applied
     from provision.fsutil import atomic_write, ensure_private_dir
 
-    plans, _, inventory = ctx.prepare_plan()
+    _, _, inventory = ctx.prepare_plan()
     members = ctx.cluster.etcd_members
     # Members that prepare already brought to this exact state (its record, services active) need no Ansible.
-    states = applied.check(ctx.transport, {h.name: plans[h.name] for h in members}, parallel=ctx.options.parallel)
+    states = applied_states(ctx, members)
     if all(state.current for state in states):
         for h in members:
             ctx.say(h.name, "etcd member already has this exact state; Ansible not run")
@@ -406,6 +426,8 @@ def run_etcd_install(ctx: UpContext) -> None:
     atomic_write(playbook, ETCD_PLAYBOOK.encode(), 0o644, replace=True)
     result = run_playbook(str(playbook.resolve()), inventory, [h.name for h in members], on_update=_progress(ctx),
                           forks=ctx.options.parallel, work_dir=inventory.parent)
+    for h in members:
+        ctx.facts.forget(h)
     if not result.ok:
         raise _ansible_failure(result, "etcd install")
     for h in members:
@@ -459,6 +481,10 @@ def start_kubelet(ctx: UpContext, host: Host) -> bool:
 
     names = ["kubelet"] + ([ROUTES_UNIT.name] if ctx.cluster.cni is CNI.BRIDGE else [])
     units = " ".join(names)
+    facts = ctx.facts(host)
+    if facts.kubelet_binary and all(facts.units[u].running for u in names):
+        ctx.say(host.name, f"{units} running")
+        return False
     # One round trip: refuse without a binary; leave running units alone (a re-run restarts nothing).
     # Each unit asked on its own: `is-active a b` succeeds when any one of them is active.
     running = " && ".join(f"systemctl is-active --quiet {u} && systemctl is-enabled --quiet {u}" for u in names)
@@ -474,6 +500,7 @@ def start_kubelet(ctx: UpContext, host: Host) -> bool:
         return False
     if not probe.ok:
         raise KubeprovError(f"{host.name}: starting the kubelet failed (exit {probe.exit_code}): {probe.summary()}")
+    ctx.facts.forget(host)
     ctx.say(host.name, f"started {units}", "changed")
     return True
 
@@ -817,25 +844,35 @@ def expected_static_pods(cluster: Cluster, only: Host | None = None) -> list[str
 
 
 def run_verify(ctx: UpContext) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
     kubectl = ctx.kubectl(local=False)  # admin.conf against the endpoint: what a user will use
+    # Three questions, each its own round trip, asked at once: etcd's health on its hosts,
+    # admin.conf's rights, and the nodes and pods (asked again until they are Ready).
+    with ThreadPoolExecutor(2) as pool:
+        etcd = pool.submit(run_etcd_health if external(ctx) else lambda c: wait_etcd_healthy(c, c.cluster.control_planes, timeout=30), ctx)
+        admin = pool.submit(kubectl.run, "auth", "can-i", "*", "*", check=False)
+        wait_nodes_and_pods(ctx, kubectl)
+        can = admin.result()
+        if can.stdout.strip() != "yes":
+            raise KubeprovError(f"admin.conf cannot act as cluster admin (`kubectl auth can-i '*' '*'` says "
+                                f"{can.stdout.strip() or can.summary()!r})")
+        etcd.result()
+    for h in ctx.cluster.nodes:
+        ctx.say(h.name, "Ready")
+    ctx.say("local", f"{len(expected_static_pods(ctx.cluster))} control-plane pods Ready, etcd healthy, admin.conf works: "
+                     f"{ctx.store.kubeconfig_path('admin.conf', None)}")
+
+
+def wait_nodes_and_pods(ctx: UpContext, kubectl: Kubectl) -> None:
+    """Every node Ready, every control-plane pod and a kube-proxy per node Ready."""
     expected = expected_static_pods(ctx.cluster)
     deadline = time.monotonic() + ctx.options.node_timeout
-    # One round trip: admin.conf's rights, then nodes and pods.
-    command = (kubectl.command(["auth", "can-i", "*", "*"]) + " && "
-               + kubectl.command(["get", "nodes,pods", "-n", "kube-system", "-o", "json"]))
     while True:
-        result = ctx.transport.run(kubectl.host, command, timeout=60)
-        can, _, listing = result.stdout.partition("\n")
-        if can.strip() != "yes":
-            raise KubeprovError(f"admin.conf cannot act as cluster admin (`kubectl auth can-i '*' '*'` says "
-                                f"{can.strip() or result.summary()!r})")
+        result = kubectl.run("get", "nodes,pods", "-n", "kube-system", "-o", "json", check=False)
         if not result.ok:
             raise KubeprovError(f"{kubectl.host.name}: kubectl get nodes,pods failed (exit {result.exit_code}): {result.summary()}")
-        try:
-            items = json.loads(listing)["items"]
-        except ValueError:
-            raise KubeprovError(f"{kubectl.host.name}: `kubectl get nodes,pods -o json` printed output that is not JSON: "
-                                f"{listing[:80]!r}") from None
+        items = result.json("kubectl get nodes,pods -o json")["items"]
         ready = {n["metadata"]["name"] for n in items if n["kind"] == "Node" and _condition_ready(n)}
         pods = {p["metadata"]["name"]: p for p in items if p["kind"] == "Pod"}
         not_ready = [name for name in expected if name not in pods or not _condition_ready(pods[name])]
@@ -845,19 +882,11 @@ def run_verify(ctx: UpContext) -> None:
         not_ready += [f"kube-proxy on {h.name}" for h in ctx.cluster.nodes if h.name not in proxied]
         missing = [h.name for h in ctx.cluster.nodes if h.name not in ready]
         if not missing and not not_ready:
-            break
+            return
         if time.monotonic() > deadline:
             raise KubeprovError(f"not ready after {ctx.options.node_timeout:g} s: nodes {', '.join(missing) or 'ok'}; "
                                 f"pods not Ready: {', '.join(not_ready) or 'none'}")
         time.sleep(1)
-    if external(ctx):
-        run_etcd_health(ctx)
-    else:
-        wait_etcd_healthy(ctx, ctx.cluster.control_planes, timeout=30)
-    for h in ctx.cluster.nodes:
-        ctx.say(h.name, "Ready")
-    ctx.say("local", f"{len(expected)} control-plane pods Ready, etcd healthy, admin.conf works: "
-                     f"{ctx.store.kubeconfig_path('admin.conf', None)}")
 
 
 def _plan(*lines: str, hosts=None):
