@@ -482,6 +482,10 @@ from provision.phases.cli import register_up_commands  # noqa: E402  (kubeprov u
 
 register_up_commands(app)
 
+from provision.day2.cli import register_day2_commands  # noqa: E402  (kubeprov reset, node remove)
+
+register_day2_commands(app)
+
 # Group the commands in --help by what an operator is doing.
 _PANELS = {
     "Build a cluster": ("config", "certs", "render", "prepare", "sync", "up", "phase"),

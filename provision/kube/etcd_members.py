@@ -115,3 +115,12 @@ def healthy(transport, host: Host) -> tuple[bool, str]:
         return status == 200 and json.loads(body).get("health") == "true", said
     except ValueError:
         return False, said
+
+
+@retry(retry=retry_if_exception(_settling), stop=stop_after_delay(60), wait=wait_exponential(min=0.5, max=4), reraise=True)
+def remove(transport, host: Host, member_id: str) -> None:
+    """`member remove` through the member on `host` (never the member being removed: a member
+    that removes itself stops before it can answer). etcd refuses it while the cluster settles
+    ("unhealthy cluster"), retried here, and when the members left would lack a quorum of started
+    members, which provision/day2/reset.py checks first so the operator reads why."""
+    _call(transport, host, "/v3/cluster/member/remove", {"ID": member_id})

@@ -203,3 +203,129 @@ def write_file(path: str, mode: int, owner: str, group: str, backup_dir: PurePos
 def set_attributes(path: str, mode: int, owner: str, group: str) -> str:
     """Same content, other owner or mode: fix them in place (chown first: it clears setuid bits)."""
     return script('chown -- "$2:$3" "$1" && chmod -- "$4" "$1"', path, owner, group, f"{mode:o}")
+
+
+# kubeadm-reset-like teardown of a host (provision/day2/reset.py). Arguments: the mode ("plan":
+# say what would be done, change nothing; "apply": do it), the static pod manifests directory, the
+# kubelet's directory (every mount below it is unmounted), a count and that many systemd units to
+# stop and disable, then the paths to remove (a path that is a mount point keeps the mount and
+# loses its contents). Printed: one line per thing done (or to do), on stdout; a step that fails is
+# an "error: …" line on stderr, the others still run, and the exit code is 1. Packages, binaries,
+# images and containerd itself are kept.
+_RESET = r"""
+mode=$1 manifests=$2 kubelet_dir=$3 n=$4
+shift 4
+failed=0
+fail() { echo "error: $*" >&2; failed=1; }
+apply() { [ "$mode" = apply ]; }
+while [ "$n" -gt 0 ]; do
+  u=$1; shift; n=$((n - 1))
+  a=$(systemctl is-active "$u" 2>/dev/null); e=$(systemctl is-enabled "$u" 2>/dev/null)
+  case "$a $e" in
+    active*|activating*|reloading*|deactivating*|*" enabled")
+      echo "stop and disable $u ($a, $e)"
+      if apply; then
+        systemctl stop "$u" || fail "systemctl stop $u failed"
+        if [ "$e" = enabled ]; then systemctl disable --quiet "$u" || fail "systemctl disable $u failed"; fi
+      fi ;;
+  esac
+done
+if apply && pids=$(pgrep -x kubelet); then
+  fail "a kubelet still runs outside systemd (pid $(echo $pids)): stop it and reset again"
+fi
+if [ -d "$manifests" ] && [ -n "$(ls -A "$manifests")" ]; then
+  echo "remove static pod manifests: $(ls -A "$manifests" | tr '\n' ' ' | sed 's/ $//')"
+  if apply; then find "$manifests" -mindepth 1 -maxdepth 1 -exec rm -rf -- {} + || fail "removing $manifests/* failed"; fi
+fi
+if command -v crictl >/dev/null 2>&1; then
+  if pods=$(crictl pods -q 2>/dev/null) && ctrs=$(crictl ps -a -q 2>/dev/null); then
+    np=$(printf '%s' "$pods" | grep -c .); nc=$(printf '%s' "$ctrs" | grep -c .)
+    if [ "$np" -gt 0 ] || [ "$nc" -gt 0 ]; then
+      echo "stop and remove $np pod sandboxes and $nc containers (crictl rmp -af, rm -af)"
+      if apply; then
+        crictl rmp -a -f >/dev/null 2>&1
+        crictl rm -a -f >/dev/null 2>&1
+        left=$(crictl ps -a -q 2>/dev/null | grep -c .)
+        [ "$left" -eq 0 ] || fail "$left containers are still there after crictl rmp/rm (see crictl ps -a)"
+      fi
+    fi
+  else
+    fail "crictl cannot list containers (is containerd running?): $(crictl ps -a -q 2>&1 | grep . | tail -n 1 | cut -c1-200)"
+  fi
+else
+  echo "no crictl on this host: no containers to remove through the CRI"
+fi
+list_mounts() { awk -v d="$kubelet_dir/" 'index($5, d) == 1 { print $5 }' /proc/self/mountinfo | sort -r; }
+count=$(list_mounts | grep -c .)
+if [ "$count" -gt 0 ]; then
+  echo "unmount $count mounts under $kubelet_dir"
+  if apply; then
+    list_mounts | while IFS= read -r m; do
+      m=$(printf '%b' "$m")
+      umount -- "$m" 2>/dev/null || umount -l -- "$m" || echo "error: cannot unmount $m" >&2
+    done
+    left=$(list_mounts | grep -c .)
+    [ "$left" -eq 0 ] || fail "$left mounts are still under $kubelet_dir: $(list_mounts | head -n 3 | tr '\n' ' ')"
+  fi
+fi
+for p in "$@"; do
+  [ -e "$p" ] || [ -L "$p" ] || continue
+  if [ -d "$p" ] && mountpoint -q -- "$p"; then
+    [ -n "$(ls -A "$p")" ] || continue
+    echo "empty $p (a mount point: the mount stays)"
+    if apply; then find "$p" -mindepth 1 -maxdepth 1 -exec rm -rf --one-file-system -- {} + || fail "emptying $p failed"; fi
+  else
+    echo "remove $p"
+    if apply; then rm -rf --one-file-system -- "$p" || fail "removing $p failed"; fi
+  fi
+done
+names() { awk -F': ' '{ sub(/@.*/, "", $2); print $2 }'; }
+for l in $(ip -o link show master cni0 2>/dev/null | names); do
+  echo "delete interface $l (a pod's veth on cni0)"
+  if apply; then ip link delete "$l" 2>/dev/null || ! ip link show dev "$l" >/dev/null 2>&1 || fail "cannot delete interface $l"; fi
+done
+for l in $(ip -o link show 2>/dev/null | names); do
+  case "$l" in
+    tunl0)
+      if ip -o link show tunl0 | grep -q '[<,]UP[,>]'; then
+        echo "set tunl0 down and flush its addresses"
+        if apply; then { ip addr flush dev tunl0 && ip link set tunl0 down; } || fail "cannot set tunl0 down"; fi
+      fi ;;
+    cni0|flannel.1|flannel-v6.1|vxlan.calico|vxlan-v6.calico|kube-ipvs0|cali*)
+      echo "delete interface $l"
+      if apply; then ip link delete "$l" || fail "cannot delete interface $l"; fi ;;
+  esac
+done
+for fam in iptables ip6tables; do
+  for backend in legacy nft; do
+    command -v "$fam-$backend-save" >/dev/null 2>&1 || continue
+    dump=$("$fam-$backend-save" 2>/dev/null) || continue
+    chains=$(printf '%s\n' "$dump" | grep -c '^:KUBE-')
+    rules=$(printf '%s\n' "$dump" | grep -c -e '^-A KUBE-' -e ' -[jg] KUBE-')
+    [ "$chains" -gt 0 ] || [ "$rules" -gt 0 ] || continue
+    echo "$fam ($backend): flush and delete $chains KUBE-* chains and the $rules rules in or into them"
+    if apply; then
+      printf '%s\n' "$dump" | awk '!/^:KUBE-/ && !/^-A KUBE-/ && !/ -[jg] KUBE-/' | "$fam-$backend-restore" \
+        || fail "$fam-$backend-restore failed: the KUBE-* chains stay"
+    fi
+  done
+done
+if command -v nft >/dev/null 2>&1; then
+  for fam in ip ip6; do
+    nft list table "$fam" kube-proxy >/dev/null 2>&1 || continue
+    echo "delete nftables table $fam kube-proxy"
+    if apply; then nft delete table "$fam" kube-proxy || fail "cannot delete nftables table $fam kube-proxy"; fi
+  done
+fi
+if command -v ipvsadm >/dev/null 2>&1 && [ -n "$(ipvsadm -Sn 2>/dev/null)" ]; then
+  echo "clear the IPVS tables (ipvsadm --clear)"
+  if apply; then ipvsadm --clear || fail "ipvsadm --clear failed"; fi
+fi
+exit $failed
+"""
+
+
+def reset_host(apply: bool, *, manifests: str, kubelet_dir: str, units: list[str], paths: list[str]) -> str:
+    """The teardown of `up` on a host (kubeadm reset's, and the CNI's and kube-proxy's leftovers):
+    with apply=False the same script says what it would do and changes nothing."""
+    return script(_RESET, "apply" if apply else "plan", manifests, kubelet_dir, str(len(units)), *units, *paths)
