@@ -47,8 +47,10 @@ def _sayer(names: list[str]):
 
 def register_day2_commands(app: typer.Typer) -> None:
     from provision.console import err, out
+    from provision.day2.etcd_cli import register_etcd_commands
     from provision.loading import load_for_command
 
+    register_etcd_commands(app)  # kubeprov etcd backup|restore (provision/day2/etcd_cli.py)
 
     @app.command("reset", rich_help_panel=PANEL)
     def reset_command(
