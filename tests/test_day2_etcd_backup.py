@@ -415,3 +415,49 @@ def test_an_older_local_restore_tool_than_the_snapshots_etcd_is_said():
     assert eb.version_warning(tool, f"{have[0]}.{have[1]}.0") is None
     newer = eb.version_warning(tool, f"{have[0]}.{have[1] + 1}.0")
     assert newer and newer.startswith("warning: the local ") and f"{have[0]}.{have[1] + 1}.0" in newer
+
+
+# --- the plan, per topology (what --dry-run prints) -----------------------------------------
+
+
+def _plan(make_cluster, mode: str, **overrides):
+    from provision.config import load_cluster
+
+    cluster = load_cluster(make_cluster(**overrides), None)
+    members = [m.name for m in cluster.etcd_members]
+    layout = eb.Layout(mode, members if mode == "same-hosts" else [], [] if mode == "same-hosts" else members)
+    _, backup = _archive()
+    plan = eb.make_plan(cluster, backup, layout)
+    return cluster, plan, eb.plan_lines(cluster, plan)
+
+
+def test_fresh_stacked_hosts_seed_only_the_first_control_plane_as_a_one_member_cluster(make_cluster):
+    cluster, plan, lines = _plan(make_cluster, "fresh", hosts=hosts(3, 1))
+    assert plan.seeds == {"cp1": ("cp1=https://10.0.0.11:2380", "https://10.0.0.11:2380")}
+    assert ("cp1", "seed the empty /var/lib/etcd (member cp1, initial cluster cp1=https://10.0.0.11:2380)") in lines
+    assert not any(host in ("cp2", "cp3", "w1") for host, _ in lines)  # `up` joins them
+    assert lines[-1] == ("local", "then run `up`'s phases: the control plane starts on the restored data")
+
+
+def test_fresh_external_members_are_all_seeded_with_the_whole_initial_cluster(make_cluster):
+    doc = hosts(1, 1) + [{"name": f"e{i}", "address": f"192.0.2.{30 + i}", "internalAddress": f"10.0.0.{30 + i}", "roles": ["etcd"]}
+                         for i in (1, 2, 3)]
+    cluster, plan, lines = _plan(make_cluster, "fresh", hosts=doc, etcd={"topology": "external"})
+    initial = ",".join(f"e{i}=https://10.0.0.{30 + i}:2380" for i in (1, 2, 3))
+    assert plan.seeds == {f"e{i}": (initial, f"https://10.0.0.{30 + i}:2380") for i in (1, 2, 3)}
+
+
+def test_same_hosts_stop_every_control_plane_restore_every_member_then_restart_every_kubelet(make_cluster):
+    cluster, plan, lines = _plan(make_cluster, "same-hosts", hosts=hosts(3, 1))
+    initial = ",".join(f"cp{i}=https://10.0.0.{10 + i}:2380" for i in (1, 2, 3))
+    assert set(plan.seeds) == {"cp1", "cp2", "cp3"} and {v[0] for v in plan.seeds.values()} == {initial}
+    assert plan.aside.startswith("/var/lib/etcd.before-restore-") and plan.token.startswith("kubeprov-restore-")
+    by_host: dict[str, list[str]] = {}
+    for host, line in lines:
+        by_host.setdefault(host, []).append(line)
+    for cp in ("cp1", "cp2", "cp3"):
+        steps = by_host[cp]
+        assert steps[0].startswith("move etcd.yaml, kube-apiserver.yaml, kube-controller-manager.yaml, kube-scheduler.yaml out of")
+        assert any(s.startswith(f"move /var/lib/etcd's contents to {plan.aside}") for s in steps)
+        assert steps[-1].startswith("restart the kubelet")
+    assert by_host["w1"] == ["restart the kubelet (its watches start again from the restored revision)"]  # nothing else on a worker
