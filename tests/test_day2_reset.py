@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from testkit import KUBEPROV, hosts, run_cli
 
 from provision.config import load_cluster
 from provision.day2.node import plan_remove
@@ -21,10 +22,9 @@ from provision.day2.reset import Refused, majority, plan_reset, quorum_problem
 from provision.errors import ConfigError
 from provision.phases.facts import JOINED_MARKER
 from provision.transport import remote
-from testkit import hosts, run_cli
 
-EXTERNAL = dict(hosts=hosts(1, 1) + [{"name": f"e{i}", "address": f"192.0.2.{50 + i}", "roles": ["etcd"]} for i in (1, 2, 3)],
-                etcd={"topology": "external"})
+EXTERNAL = {"hosts": hosts(1, 1) + [{"name": f"e{i}", "address": f"192.0.2.{50 + i}", "roles": ["etcd"]} for i in (1, 2, 3)],
+            "etcd": {"topology": "external"}}
 
 
 @pytest.fixture
@@ -206,17 +206,17 @@ def test_cli_reset_will_not_act_without_yes_when_nobody_can_be_asked(make_cluste
     """stdin is not a terminal: it refuses before reaching any host (these addresses are never contacted)."""
     config = make_cluster(hosts=hosts(1, 2))
     for args in (["--host", "w1"], []):
-        proc = subprocess.run([str(Path(run_cli.__globals__["KUBEPROV"])), "reset", "-c", str(config), *args],
-                              stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60)
+        proc = subprocess.run([str(KUBEPROV), "reset", "-c", str(config), *args],
+                              stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60, check=False)
         assert proc.returncode == 2 and proc.stdout == ""
         assert "not without --yes (stdin is not a terminal to ask on)" in _one_error_line(proc.stderr)
 
 
 def test_cli_node_remove_refusals(make_cluster):
     code, out, err = run_cli("node", "remove", "cp1", "-c", make_cluster(hosts=hosts(1, 2)), "--yes")
-    assert code == 1 and "cp1 is the last control plane" in _one_error_line(err)
+    assert code == 1 and out == "" and "cp1 is the last control plane" in _one_error_line(err)
     code, out, err = run_cli("node", "remove", "w9", "-c", make_cluster(hosts=hosts(1, 2)), "--yes")
-    assert code == 2 and "no host named w9" in _one_error_line(err)
+    assert code == 2 and out == "" and "no host named w9" in _one_error_line(err)
 
 
 def test_cli_help_teaches_the_refusals():
@@ -272,7 +272,7 @@ def _in_namespaces(root: Path, command: str, bindir: Path) -> subprocess.Complet
     body = SETUP + "\nset +e\n" + command + ' || echo "exit $?"\n' + REPORT
     return subprocess.run([shutil.which("unshare"), "--net", "--mount", "--pid", "--fork", "--mount-proc",
                            shutil.which("sh"), "-c", body, "sh", str(root)],
-                          capture_output=True, text=True, timeout=60, env={**os.environ, "PATH": str(bindir)})
+                          capture_output=True, text=True, timeout=60, env={**os.environ, "PATH": str(bindir)}, check=False)
 
 
 def _field(out: str, name: str) -> list[str]:
@@ -292,15 +292,15 @@ def test_the_teardown_script_for_real_in_namespaces_of_its_own(tmp_path):
         (bindir / tool).symlink_to(found)
     root = tmp_path / "host"
     root.mkdir()
-    args = dict(manifests=f"{root}/etc/manifests", kubelet_dir=f"{root}/kubelet", units=[],
-                paths=[f"{root}/etc", f"{root}/kubelet", f"{root}/data", f"{root}/joined", f"{root}/absent"])
+    args = {"manifests": f"{root}/etc/manifests", "kubelet_dir": f"{root}/kubelet", "units": [],
+            "paths": [f"{root}/etc", f"{root}/kubelet", f"{root}/data", f"{root}/joined", f"{root}/absent"]}
 
     planned = _in_namespaces(root, remote.reset_host(False, **args), bindir)
     assert planned.returncode == 0, planned.stderr
     said, report = planned.stdout.split("links: ", 1)
     assert "exit " not in said, planned.stdout + planned.stderr
     assert "remove static pod manifests: kube-apiserver.yaml" in said
-    assert "no crictl on this host" in said
+    assert "no crictl or ctr on this host" in said
     assert f"unmount 2 mounts under {root}/kubelet" in said
     assert f"remove {root}/etc\n" in said and f"remove {root}/kubelet\n" in said and f"remove {root}/joined\n" in said
     assert f"empty {root}/data (a mount point: the mount stays)" in said and "absent" not in said

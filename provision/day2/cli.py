@@ -14,7 +14,15 @@ import typer
 from rich.markup import escape
 
 from provision.day2.prompt import confirm
-from provision.options import ConfigOpt, ConnectTimeoutOpt, HostsOpt, InventoryOpt, KnownHostsOpt, ParallelOpt, TofuOpt
+from provision.options import (
+    ConfigOpt,
+    ConnectTimeoutOpt,
+    HostsOpt,
+    InventoryOpt,
+    KnownHostsOpt,
+    ParallelOpt,
+    TofuOpt,
+)
 
 PANEL = "Operate it"
 

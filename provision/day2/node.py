@@ -5,10 +5,11 @@ leaving would cost etcd its quorum; an external etcd member, which is not a node
 remaining control plane whose API server answers (kubectl runs there, through the transport,
 against that host's own API server: provision/kube/kubectl.py), make sure the host itself is
 reachable (it is reset at the end), cordon and drain the node (evictions, so PodDisruptionBudgets
-are respected, within --timeout), remove its etcd member through a healthy member that stays,
-reset the host (provision/day2/reset.py), and delete the Node last: deleted while its kubelet still
-ran, the kubelet could register it again. A host that is gone for good is removed with
-`skip_reset`: its node and etcd member go, the machine is not touched.
+are respected, within --timeout); on a control plane, stop its API server and give the load
+balancers time to drop it (`retire_api_server`); remove its etcd member through a healthy member
+that stays, reset the host (provision/day2/reset.py), and delete the Node last: deleted while its
+kubelet still ran, the kubelet could register it again. A host that is gone for good is removed
+with `skip_reset`: its node and etcd member go, the machine is not touched.
 
 The cluster file still lists the host afterwards: the operator takes it out (the next `up` would
 join it again otherwise), and that `up` gives the remaining hosts files that no longer name it.
@@ -20,7 +21,20 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from provision.config.models import Cluster, Host, Role
-from provision.day2.reset import EtcdView, Refused, ResetPlan, Say, check_etcd, external_member, leave_etcd, pick_hosts, stacked, teardown
+from provision.day2.reset import (
+    LB_SETTLE,
+    EtcdView,
+    Refused,
+    ResetPlan,
+    Say,
+    check_etcd,
+    external_member,
+    leave_etcd,
+    pick_hosts,
+    retire_api_server,
+    stacked,
+    teardown,
+)
 from provision.errors import KubeprovError
 from provision.kube.kubectl import ADMIN_CONF, Kubectl
 
@@ -135,6 +149,8 @@ def remove_node(transport, plan: RemovePlan, say: Say, *, timeout: float = DRAIN
                       f"PodDisruptionBudgets respected, within {timeout:g} s)", "ok")
         else:
             say(name, "no Node object: nothing to drain", "ok")
+        if plan.host.has(Role.CONTROL_PLANE) and not skip_reset:
+            say(name, f"would stop its API server and give the load balancers {LB_SETTLE:g} s to drop it", "ok")
         if plan.leaves_etcd:
             say(name, f"would remove its etcd member through {view.via.name}", "ok")
         if skip_reset:
@@ -152,6 +168,8 @@ def remove_node(transport, plan: RemovePlan, say: Say, *, timeout: float = DRAIN
         say(name, f"cordoned and drained ({len(evicted)} pods evicted)", "changed")
     else:
         say(name, "no Node object: nothing to drain", "ok")
+    if plan.host.has(Role.CONTROL_PLANE) and not skip_reset:
+        say(name, retire_api_server(transport, plan.cluster, plan.host), "changed")
     if plan.leaves_etcd:
         say(name, leave_etcd(transport, plan.cluster, plan.host, view.via), "changed")
     if skip_reset:

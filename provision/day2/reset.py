@@ -224,6 +224,39 @@ def leave_etcd(transport, cluster: Cluster, host: Host, via: Host) -> str:
     return f"left etcd: member {member.id} removed through {via.name}"
 
 
+LB_SETTLE = 3.0  # seconds for the load balancers to drop a dead API server: haproxy checks every 1 s, fall 2 (templates/)
+
+
+def retire_api_server(transport, cluster: Cluster, host: Host, timeout: float = 60.0) -> str:
+    """Stop the host's API server first (its manifest removed: the kubelet stops it gracefully, and
+    the API server withdraws its endpoint from the `kubernetes` Service), wait until it no longer
+    answers, then until the load balancers in front of the API servers have dropped it; only then
+    does its etcd member go. A request that reaches it meanwhile is refused and sent elsewhere
+    (haproxy redispatches) instead of failing against an API server whose etcd just left."""
+    from provision.kube.kubectl import ADMIN_CONF, Kubectl
+    from provision.pki.kubeconfigs import local_url
+
+    manifest = str(MANIFESTS_DIR / "kube-apiserver.yaml")
+    result = transport.run(host, remote.script('[ -e "$1" ] || exit 3; rm -f -- "$1"', manifest), timeout=30)
+    if result.exit_code == 3:
+        return "no API server manifest: nothing to stop"
+    if not result.ok:
+        raise KubeprovError(f"{host.name}: removing {manifest} failed: {result.summary()}")
+    own = Kubectl(transport, host, kubeconfig=ADMIN_CONF, server=local_url(cluster, host))
+    started = time.monotonic()
+    answers = True
+    while answers and time.monotonic() - started < timeout:
+        try:
+            answers, _ = own.ready()
+        except KubeprovError:
+            answers = False
+        if answers:
+            time.sleep(0.5)
+    stopped = f"still answering after {timeout:g} s" if answers else f"stopped after {time.monotonic() - started:.1f}s"
+    time.sleep(LB_SETTLE)
+    return f"API server {stopped} (manifest removed); load balancers given {LB_SETTLE:g} s to drop it"
+
+
 # --- the teardown ----------------------------------------------------------------------------
 
 
@@ -253,7 +286,8 @@ def run_reset(transport, plan: ResetPlan, say: Say, *, dry_run: bool = False, pa
               view: EtcdView | None = None) -> list[HostOutcome]:
     """Reset every host of the plan (dry_run: say what each would have done). Stacked members
     leave etcd first, one at a time, through `view.via`; a host whose member could not leave is
-    not torn down. Every host's lines are said as soon as it is done."""
+    not torn down. Every host's lines are said as soon as it is done; failures are returned (each
+    HostOutcome's error, one line), not said."""
     from provision.transport import fan_out
 
     lock = threading.Lock()
@@ -269,13 +303,14 @@ def run_reset(transport, plan: ResetPlan, say: Say, *, dry_run: bool = False, pa
             raise KubeprovError("internal: stacked members leave etcd only after check_etcd")
         for host in plan.leave_etcd:
             try:
+                tell(host.name, retire_api_server(transport, plan.cluster, host), "changed")
                 tell(host.name, leave_etcd(transport, plan.cluster, host, view.via), "changed")
-            except KubeprovError as error:
-                failed[host.name] = str(error).removeprefix(f"{host.name}: ")
-                tell(host.name, f"could not leave etcd, so it is not reset: {failed[host.name]}", "failed")
+            except KubeprovError as error:  # said by the caller, with every other failure, on stderr
+                failed[host.name] = "could not leave etcd, so it was not reset: " + str(error).removeprefix(f"{host.name}: ")
     elif plan.leave_etcd:
         for host in plan.leave_etcd:
-            tell(host.name, f"would leave etcd (member remove through {view.via.name if view else 'a member that stays'})", "ok")
+            tell(host.name, f"would stop its API server, give the load balancers {LB_SETTLE:g} s to drop it, and leave etcd "
+                            f"(member remove through {view.via.name if view else 'a member that stays'})", "ok")
 
     def one(host: Host) -> None:
         if not dry_run:
@@ -295,7 +330,6 @@ def run_reset(transport, plan: ResetPlan, say: Say, *, dry_run: bool = False, pa
         if o is None:
             result.append(HostOutcome(host.name, failed[host.name], time.monotonic() - started))
         elif not o.ok:
-            tell(host.name, o.error_text, "failed")
             result.append(HostOutcome(host.name, o.error_text, o.duration))
         else:
             result.append(HostOutcome(host.name, None, o.duration))

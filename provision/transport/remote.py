@@ -252,8 +252,33 @@ if command -v crictl >/dev/null 2>&1; then
   else
     fail "crictl cannot list containers (is containerd running?): $(crictl ps -a -q 2>&1 | grep . | tail -n 1 | cut -c1-200)"
   fi
+elif command -v ctr >/dev/null 2>&1; then
+  # No crictl (a bundle without it): containerd's own client removes the CRI's containers (the
+  # k8s.io namespace), the pods' network namespaces go by hand, and containerd restarts so that
+  # its CRI plugin, which caches its pods, reads them again: none.
+  if ctrs=$(ctr -n k8s.io containers ls -q 2>/dev/null) && tasks=$(ctr -n k8s.io tasks ls -q 2>/dev/null); then
+    nc=$(printf '%s' "$ctrs" | grep -c .); nt=$(printf '%s' "$tasks" | grep -c .)
+    if [ "$nc" -gt 0 ] || [ "$nt" -gt 0 ]; then
+      echo "stop and remove $nc containers, $nt running, of containerd's k8s.io namespace (no crictl here: ctr), then restart containerd"
+      if apply; then
+        for t in $tasks; do ctr -n k8s.io tasks rm -f "$t" >/dev/null 2>&1; done
+        for c in $ctrs; do ctr -n k8s.io containers rm "$c" >/dev/null 2>&1; done
+        for ns in /run/netns/cni-*; do
+          [ -e "$ns" ] || continue
+          umount "$ns" 2>/dev/null; rm -f -- "$ns"
+        done
+        awk 'index($5, "/run/containerd/io.containerd.grpc.v1.cri/sandboxes/") == 1 { print $5 }' /proc/self/mountinfo \
+          | sort -r | while IFS= read -r m; do umount -- "$m" 2>/dev/null || umount -l -- "$m"; done
+        systemctl restart containerd || fail "restarting containerd failed"
+        left=$(ctr -n k8s.io containers ls -q 2>/dev/null | grep -c .)
+        [ "$left" -eq 0 ] || fail "$left containers are still there after ctr tasks rm / containers rm (see ctr -n k8s.io containers ls)"
+      fi
+    fi
+  else
+    fail "ctr cannot list containers (is containerd running?): $(ctr -n k8s.io containers ls -q 2>&1 | grep . | tail -n 1 | cut -c1-200)"
+  fi
 else
-  echo "no crictl on this host: no containers to remove through the CRI"
+  echo "no crictl or ctr on this host: no containers to remove"
 fi
 list_mounts() { awk -v d="$kubelet_dir/" 'index($5, d) == 1 { print $5 }' /proc/self/mountinfo | sort -r; }
 count=$(list_mounts | grep -c .)
