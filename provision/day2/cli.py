@@ -74,13 +74,14 @@ def register_day2_commands(app: typer.Typer) -> None:
     ) -> None:
         """Undo `up` on the named hosts (every host without --host), like `kubeadm reset`, so each can take a fresh `up`.
 
-        A control plane with stacked etcd first leaves etcd (member remove through a healthy member
-        that stays). Then on each host: the kubelet stopped and disabled, static pod manifests removed,
-        every pod and container removed (crictl rmp -af), mounts under /var/lib/kubelet unmounted,
-        /etc/kubernetes, /var/lib/kubelet, etcd's data, /etc/cni/net.d, /var/lib/cni and the joined
-        marker removed, CNI interfaces (cni0, pod veths, flannel.1, cali*, …) deleted, kube-proxy's
-        KUBE-* iptables chains, nftables and IPVS tables dropped. Packages, binaries, images and
-        containerd stay. Other hosts are not touched.
+        A control plane with stacked etcd first stops its API server (the load balancers are given
+        3 s to drop it) and leaves etcd (member remove through a healthy member that stays). Then on
+        each host: the kubelet stopped and disabled, static pod manifests removed, every pod and
+        container removed (crictl rmp -af), mounts under /var/lib/kubelet unmounted, /etc/kubernetes,
+        /var/lib/kubelet, etcd's data, /etc/cni/net.d, /var/lib/cni and the joined marker removed,
+        CNI interfaces (cni0, pod veths, flannel.1, cali*, …) deleted, kube-proxy's KUBE-* iptables
+        chains, nftables and IPVS tables dropped. Packages, binaries, images and containerd stay.
+        Other hosts are not touched.
 
         Refused, naming why: the last control plane while other nodes stay; with stacked etcd, the first
         control plane of the cluster file while others stay; removing etcd members that would leave
@@ -88,6 +89,9 @@ def register_day2_commands(app: typer.Typer) -> None:
 
         Reset does not drain: a node leaving the cluster for good goes with `kubeprov node remove`.
         Asks before acting unless --yes. Exits 1 when any host failed (each named on one line).
+
+        Example: `kubeprov reset -c cluster.yaml --host w1 --dry-run`, then the same with `--yes`;
+        `kubeprov up -c cluster.yaml` then joins w1 again as a fresh host.
         """
         from provision.day2.reset import check_etcd, plan_reset, run_reset
 
@@ -99,7 +103,7 @@ def register_day2_commands(app: typer.Typer) -> None:
             view = check_etcd(transport, cluster, plan.leave_etcd, parallel=parallel) if plan.leave_etcd else None
             scope = f"every host of cluster {cluster.name} ({', '.join(names)})" if plan.whole else ", ".join(names)
             if not dry_run:
-                confirm(f"reset {scope}? Their Kubernetes state is deleted", yes)
+                confirm(f"reset {scope}, deleting their Kubernetes state?", yes)
             started = time.monotonic()
             outcomes = run_reset(transport, plan, say, dry_run=dry_run, parallel=parallel, view=view)
         failed = [o for o in outcomes if o.error]
@@ -134,13 +138,16 @@ def register_day2_commands(app: typer.Typer) -> None:
         """Take a node out of the cluster for good: cordon and drain it, remove its etcd member, reset the host, delete the Node.
 
         The drain evicts pods (PodDisruptionBudgets are respected; DaemonSet pods stay) within --timeout;
-        kubectl runs on a control plane that stays, through SSH. A control plane with stacked etcd leaves
-        etcd through a healthy member that stays. Refused, naming why: the last control plane; a removal
+        kubectl runs on a control plane that stays, through SSH. A control plane's API server is stopped
+        next (the load balancers are given 3 s to drop it); with stacked etcd it then leaves etcd through
+        a healthy member that stays. Refused, naming why: the last control plane; a removal
         that would leave etcd without a healthy quorum; an external etcd member.
 
         Afterwards take the host out of the cluster file (or inventory): the next `kubeprov up` would
         join it again otherwise, and that `up` gives the remaining hosts files that no longer name it.
         Asks before acting unless --yes.
+
+        Example: `kubeprov node remove w2 -c cluster.yaml --dry-run`, then the same with `--yes`.
         """
         from provision.day2.node import plan_remove, remove_node
 
