@@ -129,6 +129,26 @@ def test_failure_names_the_phase_and_the_journal_resumes_after_the_completed_one
     assert not resumed and ctx3.ran == ["certs", "etcd", "install", "health", "control-plane", "workers"]
 
 
+def test_a_failing_run_if_or_plan_is_that_phases_failure_in_the_journal_and_the_summary(tmp_path):
+    """run_if and plan ask hosts too (an SSH failure there): the phase fails as if its run had."""
+    def unreachable(ctx):
+        raise KubeprovError("cp1: connection refused")
+
+    phases = [_phase("certs"), _phase("preflight", run_if=unreachable), _phase("workers")]
+    journal, _ = Journal.open(tmp_path, "spec-1")
+    reporter = Collect()
+    with pytest.raises(PhaseFailed, match="phase preflight failed: cp1: connection refused") as failed:
+        Runner(phases, reporter).run(Ctx(), journal=journal)
+    assert failed.value.report.statuses == {"certs": "done", "preflight": "failed"}
+    assert reporter.ends == [("certs", "done"), ("preflight", "failed")]
+    assert json.loads((tmp_path / "journal.json").read_text())["failed"] == {"preflight": "phase preflight failed: cp1: connection refused"}
+
+    planning = [_phase("certs"), Phase("sync", "does sync", None, plan=unreachable)]
+    with pytest.raises(PhaseFailed, match="phase sync failed: cp1: connection refused") as failed:
+        Runner(planning).run(Ctx(), dry_run=True)
+    assert failed.value.report.statuses == {"certs": "planned", "sync": "failed"}
+
+
 def test_a_changed_spec_or_fresh_does_not_resume(tmp_path):
     journal, _ = Journal.open(tmp_path, "spec-1")
     with pytest.raises(PhaseFailed):

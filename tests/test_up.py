@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+from pathlib import PurePosixPath
 
 import kubernetes_validate
 import pytest
@@ -12,8 +13,11 @@ import yaml
 
 from provision.config import load_cluster
 from provision.phases.phase import flatten
-from provision.phases.up import UP_PHASES, UpContext, UpOptions, bootstrap_overrides, desired_tree, ensure_token
-from provision.render import etcd, staticpod
+from provision.phases.context import UpContext, UpOptions
+from provision.phases.files import desired_tree
+from provision.phases.objects import ensure_token
+from provision.phases.up import UP_PHASES
+from provision.render import etcd, stages, staticpod
 from testkit import VENV_BIN, hosts, run_cli
 
 ETCD_MANIFEST = staticpod.manifest_path("etcd")
@@ -46,7 +50,7 @@ def test_dry_run_offline_plans_every_phase_and_writes_nothing(make_cluster, tmp_
     for step in flatten(UP_PHASES):
         assert f" {step.path} " in out  # every phase is named in the plan or the summary
     for host in ("cp2", "cp3"):
-        assert f"{host}" in out and "etcd member add (stacked)" in out
+        assert f"{host}" in out and "etcd member add (learner) and promote" in out
     assert "w1             start kubelet" in out
     assert "dry run: nothing was changed" in out
     assert not (tmp_path / "cluster").exists()  # no cluster dir, no journal, no PKI
@@ -83,14 +87,15 @@ def test_stacked_etcd_grows_one_member_at_a_time(stacked3):
         assert (flags["initial-cluster"], flags.get("initial-cluster-state")) == (initial, state)
         assert manifest.mode == 0o600
         kubernetes_validate.validate(yaml.safe_load(manifest.content), f"1.{cluster.minor}", strict=True)
-        for joined in (False, True):
-            assert ETCD_MANIFEST not in bootstrap_overrides(cluster, host, joined=joined)
-    assert bootstrap_overrides(cluster, cluster.host("w1"), joined=False) == {}
+        assert ETCD_MANIFEST not in stages.after_bootstrap(cluster, host)  # etcd's manifest is the same in both stages
+    assert stages.after_bootstrap(cluster, cluster.host("w1")) == {}
 
 
 def test_single_control_plane_needs_no_bootstrap_variant(make_cluster):
     cluster = load_cluster(make_cluster(), None)
-    assert bootstrap_overrides(cluster, cluster.first_control_plane, joined=False) == {}
+    tree = {PurePosixPath("/etc/kubernetes/manifests/kube-apiserver.yaml"): None}
+    first = cluster.first_control_plane
+    assert stages.staged(cluster, first, tree, joined=False) == stages.staged(cluster, first, tree, joined=True) == tree
 
 
 def test_sync_pushes_the_files_the_roles_act_on_too(stacked3):

@@ -64,7 +64,7 @@ def register_up_commands(app: typer.Typer) -> None:
     from provision.loading import load_for_command
 
     def options(args: RunArgs):
-        from provision.phases.up import UpOptions
+        from provision.phases.context import UpOptions
 
         return UpOptions(bundle=args.bundle, known_hosts=args.known_hosts or UpOptions.known_hosts, lab=args.lab,
                          parallel=args.parallel, api_timeout=args.api_timeout, node_timeout=args.api_timeout)
@@ -170,12 +170,10 @@ def register_up_commands(app: typer.Typer) -> None:
     app.add_typer(token_app, name="token")
 
     def kubectl(cluster, known_hosts, tofu):
-        from provision.phases.up import UpContext
+        from provision.phases.context import UpContext, UpOptions
         from provision.transport import Transport
 
         transport = Transport(transport_options(known_hosts, tofu))
-        from provision.phases.up import UpOptions
-
         return transport, UpContext(cluster, UpOptions(), transport).kubectl(local=False)
 
     @token_app.command("create")

@@ -69,24 +69,25 @@ class Runner:
                 continue
             if hasattr(ctx, "step"):
                 ctx.step = step  # before run_if: what it says (a retried SSH connect) is this phase's
-            if any(path.startswith(parent + "/") for parent in declined) or not step.phase.run_if(ctx):
-                declined.append(path)
-                self._end(report, step, "not-needed", 0.0, step.phase.why_not)
-                continue
-            self.reporter.phase_start(step)
             begin = time.monotonic()
-            if dry_run:
-                for host, text in (step.phase.plan(ctx) if step.phase.plan else ()):
-                    self.reporter.plan_line(step, host, text)
-                self._end(report, step, "planned", time.monotonic() - begin)
-                continue
+            # run_if and plan ask hosts too: their failures are this phase's, journalled like a run's.
             try:
+                if any(path.startswith(parent + "/") for parent in declined) or not step.phase.run_if(ctx):
+                    declined.append(path)
+                    self._end(report, step, "not-needed", time.monotonic() - begin, step.phase.why_not)
+                    continue
+                self.reporter.phase_start(step)
+                if dry_run:
+                    for host, text in (step.phase.plan(ctx) if step.phase.plan else ()):
+                        self.reporter.plan_line(step, host, text)
+                    self._end(report, step, "planned", time.monotonic() - begin)
+                    continue
                 if step.phase.run is not None:
                     step.phase.run(ctx)
             except BaseException as exc:
                 seconds = time.monotonic() - begin
                 failure = exc if isinstance(exc, PhaseFailed) else PhaseFailed(path, exc)
-                if journal is not None and not isinstance(exc, KeyboardInterrupt):
+                if journal is not None and not dry_run and not isinstance(exc, KeyboardInterrupt):
                     journal.fail(path, str(failure))
                 self._end(report, step, "failed", seconds, str(failure.cause if isinstance(failure, PhaseFailed) else exc))
                 report.total = time.monotonic() - started

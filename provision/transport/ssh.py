@@ -105,6 +105,21 @@ class Change:
     what: str  # "created", "content" or "mode" (owner/mode only)
 
 
+def changes(files: dict[str, tuple[bytes, int]], states: dict[str, remote.FileState | None], *, owner: str = "root",
+            group: str = "root") -> list[Change]:
+    """What push would do to make each path hold its (content, mode), given the paths' states:
+    the one diff that push and every plan (`up --dry-run`) use."""
+    found = []
+    for path in sorted(files):
+        content, mode = files[path]
+        state = states[path]
+        if state is None or state.sha256 != hashlib.sha256(content).hexdigest():
+            found.append(Change(path, "created" if state is None else "content"))
+        elif (state.mode, state.owner, state.group) != (mode, owner, group):
+            found.append(Change(path, "mode"))
+    return found
+
+
 class Transport:
     def __init__(self, options: Options | None = None, on_retry: Callable[[str, str], None] | None = None):
         """on_retry(host, line) gets each connect retry ("retry N/R in Ds: <reason>"); None: the
@@ -327,22 +342,17 @@ class Transport:
         """Make each path hold its (content, mode), writing only what differs; returns the changes.
         `known`: states of (some of) the paths read earlier in this run (provision/facts.py), so
         only the others are read now."""
-        paths = sorted(files)
         known = known or {}
-        states = {**known, **self.file_states(host, [p for p in paths if p not in known])}
-        changes = []
-        for path in paths:
-            content, mode = files[path]
-            state = states[path]
-            if state is None or state.sha256 != hashlib.sha256(content).hexdigest():
-                self._check(
-                    host, remote.write_file(path, mode, owner, group, self.backup_dir), stdin=content, what=f"writing {path}"
-                )
-                changes.append(Change(path, "created" if state is None else "content"))
-            elif (state.mode, state.owner, state.group) != (mode, owner, group):
-                self._check(host, remote.set_attributes(path, mode, owner, group), what=f"chmod/chown {path}")
-                changes.append(Change(path, "mode"))
-        return changes
+        states = {**known, **self.file_states(host, [p for p in sorted(files) if p not in known])}
+        found = changes(files, states, owner=owner, group=group)
+        for change in found:
+            content, mode = files[change.path]
+            if change.what == "mode":
+                self._check(host, remote.set_attributes(change.path, mode, owner, group), what=f"chmod/chown {change.path}")
+            else:
+                self._check(host, remote.write_file(change.path, mode, owner, group, self.backup_dir), stdin=content,
+                            what=f"writing {change.path}")
+        return found
 
     def put_if_different(
         self, host: Host, path: str, content: bytes, mode: int = 0o644, *, owner: str = "root", group: str = "root"
@@ -356,4 +366,4 @@ def _short(command: str, limit: int = 80) -> str:
     return command if len(command) <= limit else command[: limit - 3] + "..."
 
 
-__all__ = ["Change", "DEFAULT_KNOWN_HOSTS", "Options", "Result", "Transport"]
+__all__ = ["Change", "DEFAULT_KNOWN_HOSTS", "Options", "Result", "Transport", "changes"]

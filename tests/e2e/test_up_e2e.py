@@ -180,7 +180,7 @@ def _ready(obj: dict) -> bool:
 
 def test_every_node_and_control_plane_pod_is_ready(built):
     from provision.config import load_cluster
-    from provision.phases.up import expected_static_pods
+    from provision.phases.verify import expected_static_pods
 
     nodes = json.loads(built.kubectl("get", "nodes", "-o", "json").stdout)["items"]
     assert {n["metadata"]["name"] for n in nodes if _ready(n)} == set(built.nodes)

@@ -1,0 +1,123 @@
+"""The phases that own the files on the hosts: render (local), sync (every rendered file pushed
+through the transport, the one writer of them) and finalize (the steady state on hosts that
+joined in this run). Which stage a host's files are in is render/stages.py."""
+
+from __future__ import annotations
+
+import time
+from pathlib import PurePosixPath
+
+from provision.config.models import Host, Role
+from provision.errors import KubeprovError
+from provision.phases.context import UpContext
+from provision.phases.facts import JOINED_MARKER
+from provision.render.stages import staged
+from provision.render.tree import File
+
+
+def run_render(ctx: UpContext) -> None:
+    from provision.render.diff import CLUSTER_DIR
+    from provision.render.tree import File, write_trees
+
+    trees, objects = ctx.rendered()
+    out = dict(trees)
+    out[CLUSTER_DIR] = {PurePosixPath("/") / name: File(data, 0o644) for name, data in objects.items()}
+    written = write_trees(ctx.cluster_dir / "rendered", out)
+    for name, tree in sorted(trees.items()):
+        ctx.say(name, f"{len(tree)} files")
+    ctx.say("local", f"{len(written)} files written under {ctx.cluster_dir / 'rendered'}")
+
+
+def plan_render(ctx: UpContext):
+    yield None, f"render every host's files and the cluster objects under {ctx.cluster_dir / 'rendered'} (local only)"
+
+
+def desired_tree(ctx: UpContext, host: Host, *, joined: bool | None = None) -> dict:
+    """What sync pushes to `host`: every rendered file (the transport is their one writer; the
+    roles that act on some of them run after it)."""
+    trees, _ = ctx.rendered()
+    return staged(ctx.cluster, host, trees[host.name], joined=ctx.joined(host) if joined is None else joined)
+
+
+def push_tree(ctx: UpContext, host: Host, tree: dict) -> list:
+    """The one writer: `tree` onto `host`, comparing with the states its facts hold (a changed
+    host's facts are read again when next asked)."""
+    changes = ctx.transport.push(host, {str(p): (f.content, f.mode) for p, f in tree.items()}, known=ctx.facts(host).files)
+    if changes:
+        ctx.facts.forget(host)
+    return changes
+
+
+def mark_joined(ctx: UpContext, host: Host) -> None:
+    """The host is in the cluster (its kubelet, or its external etcd, runs): its marker, so later
+    runs give it no preflight and the steady-state files."""
+    if ctx._joined.get(host.name):
+        return
+    if push_tree(ctx, host, {PurePosixPath(JOINED_MARKER): File(b"this node's kubelet was started by kubeprov up\n", 0o644)}):
+        ctx.newly_joined.add(host.name)
+    ctx._joined[host.name] = True
+
+
+def run_sync(ctx: UpContext) -> None:
+    from provision.transport import fan_out
+
+    outcomes = fan_out(ctx.cluster.hosts, lambda h: push_tree(ctx, h, desired_tree(ctx, h)), parallel=ctx.options.parallel)
+    failed = [o for o in outcomes if not o.ok]
+    for o in outcomes:
+        if o.ok:
+            ctx.say(o.host, f"{len(o.value)} files changed" if o.value else "unchanged", "changed" if o.value else "ok")
+        else:
+            ctx.say(o.host, o.error_text, "failed")
+    if failed:
+        raise KubeprovError(f"sync failed on {', '.join(o.host for o in failed)}: {failed[0].error_text}")
+
+
+def pending(ctx: UpContext, host: Host, tree: dict) -> list:
+    """What push_tree would change on `host` for `tree`, from its facts (no round trip)."""
+    from provision.transport.ssh import changes
+
+    return changes({str(p): (f.content, f.mode) for p, f in tree.items()}, ctx.facts(host).files)
+
+
+def _change_lines(host: Host, found: list):
+    verb = {"created": "create", "content": "replace", "mode": "chmod/chown"}
+    for change in found:
+        yield host.name, f"{verb[change.what]} {change.path}"
+
+
+def plan_sync(ctx: UpContext):
+    if not ctx.pki_exists():
+        for host in ctx.cluster.hosts:
+            yield host.name, "push its rendered files (manifests, kubeconfigs, PKI, HA, CNI) once certs exist"
+        return
+    for host in ctx.cluster.hosts:
+        tree = desired_tree(ctx, host)
+        found = pending(ctx, host, tree)
+        yield host.name, f"{len(tree)} files: {len(found)} to change" if found else f"{len(tree)} files: unchanged"
+        yield from _change_lines(host, found)
+
+
+def plan_finalize(ctx: UpContext):
+    """Hosts that join in this run (not joined now) get their steady-state files after."""
+    for host in ctx.cluster.hosts:
+        if not ctx.pki_exists() or ctx.joined(host):
+            continue
+        from provision.transport.ssh import Change
+
+        bootstrap, steady = desired_tree(ctx, host, joined=False), desired_tree(ctx, host, joined=True)
+        later = sorted(p for p, f in steady.items() if bootstrap.get(p) != f)
+        yield from _change_lines(host, [Change(str(p), "content" if p in bootstrap else "created") for p in later])
+
+
+def run_finalize(ctx: UpContext) -> None:
+    """Steady-state files on the hosts that joined in this run (sync gave the others theirs);
+    control planes one at a time, each API back before the next."""
+    for host in ctx.cluster.hosts:
+        if host.name not in ctx.newly_joined:
+            continue
+        changes = push_tree(ctx, host, desired_tree(ctx, host, joined=True))
+        if changes:
+            ctx.say(host.name, f"{len(changes)} files to steady state: {', '.join(c.path for c in changes[:4])}", "changed")
+            if host.has(Role.CONTROL_PLANE):
+                time.sleep(5)  # let the kubelet notice the manifest before asking the API again
+                ctx.kubectl(host).wait_ready(ctx.options.api_timeout)

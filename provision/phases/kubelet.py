@@ -1,0 +1,249 @@
+"""Kubelets and joins: the first control plane's kubelet (and the workers', which need nothing
+from the API to start), its API server's /readyz, the other control planes (stacked etcd members
+one at a time) and the workers' Nodes; kubeadm's marks on each Node."""
+
+from __future__ import annotations
+
+import json
+import time
+
+from provision.config.models import CNI, EtcdTopology, Host, Role
+from provision.errors import KubeprovError
+from provision.phases.context import UpContext, check_run
+from provision.phases.etcd import etcd_member_add, etcd_promote
+from provision.phases.facts import KUBELET_BINARY
+from provision.phases.files import desired_tree, mark_joined, push_tree
+from provision.phases.verify import expected_static_pods
+
+
+MISSING = 44  # start_kubelet's probe: no kubelet binary
+RUNNING = 45  # start_kubelet's probe: the units run already
+
+
+def start_kubelet(ctx: UpContext, host: Host) -> bool:
+    """True when it started the kubelet (False: it was running already)."""
+    from provision.render.cni.bridge import ROUTES_UNIT
+
+    names = ["kubelet"] + ([ROUTES_UNIT.name] if ctx.cluster.cni is CNI.BRIDGE else [])
+    units = " ".join(names)
+    facts = ctx.facts(host)
+    if facts.kubelet_binary and all(facts.units[u].running for u in names):
+        ctx.say(host.name, f"{units} running")
+        return False
+    # One round trip: refuse without a binary; leave running units alone (a re-run restarts nothing).
+    # Each unit asked on its own: `is-active a b` succeeds when any one of them is active.
+    running = " && ".join(f"systemctl is-active --quiet {u} && systemctl is-enabled --quiet {u}" for u in names)
+    probe = ctx.transport.run(host, f"test -x {KUBELET_BINARY} || exit {MISSING}; {running} && exit {RUNNING}; "
+                                    f"systemctl daemon-reload && systemctl enable --now {units}")
+    if probe.exit_code == MISSING:
+        raise KubeprovError(
+            f"{host.name}: no kubelet binary at {KUBELET_BINARY}: the artifact source has none. Real Kubernetes "
+            "binaries come from an offline bundle (bin/kubelet, `--bundle DIR` or artifacts.source: bundle) or the "
+            "package repositories; then run `kubeprov up` again (it resumes here)")
+    if probe.exit_code == RUNNING:
+        ctx.say(host.name, f"{units} running")
+        return False
+    if not probe.ok:
+        raise KubeprovError(f"{host.name}: starting the kubelet failed (exit {probe.exit_code}): {probe.summary()}")
+    ctx.facts.forget(host)
+    ctx.say(host.name, f"started {units}", "changed")
+    return True
+
+
+def wait_node(ctx: UpContext, host: Host, timeout: float) -> dict:
+    """The host's Node object, once its kubelet has registered it."""
+    kubectl = ctx.kubectl()
+    deadline = time.monotonic() + timeout
+    while True:
+        result = kubectl.run("get", "node", host.name, "-o", "json", check=False)
+        if result.ok:
+            return result.json(f"kubectl get node {host.name} -o json")
+        if time.monotonic() > deadline:
+            raise KubeprovError(f"{host.name}: its node did not register within {timeout:g} s; see `journalctl -u kubelet` there")
+        time.sleep(1)
+
+
+def run_first_control_plane(ctx: UpContext) -> None:
+    from provision.transport import fan_out
+
+    host = ctx.cluster.first_control_plane
+    # A control plane whose kubelet starts now has (nearly always) an empty API: the object phases
+    # then apply without reading first. Were its etcd older, apply still finds what exists.
+    ctx.fresh_api = start_kubelet(ctx, host)
+    # Workers need nothing from the API to start (their kubelet.conf is signed by the local CA): their
+    # kubelets start now and register as soon as it answers, instead of after the control plane.
+    waiting = [w for w in ctx.cluster.workers if not ctx.joined(w)]
+    failed = [o for o in fan_out(waiting, lambda w: start_kubelet(ctx, w), parallel=ctx.options.parallel) if not o.ok]
+    if failed:
+        raise KubeprovError("starting workers' kubelets failed: " + "; ".join(f"{o.host}: {o.error_text}" for o in failed))
+    seconds = ctx.kubectl(host, bootstrap=True).wait_ready(ctx.options.api_timeout)
+    ctx.say(host.name, f"API server ready (/readyz ok after {seconds:.1f}s)")
+    if not ctx.joined(host):  # its kubelet started in this run
+        ensure_mirror_pods(ctx, host)  # now, not at mark-control-plane: a restart overlaps the phases between
+
+
+CRI_SOCKET_ANNOTATION = "kubeadm.alpha.kubernetes.io/cri-socket"
+
+
+def annotate_cri_socket(ctx: UpContext, host: Host, node: dict) -> None:
+    """kubeadm's per-node record of its CRI socket: kubeadm's own commands (upgrade, certs,
+    join) read a node's registration from it and fall back to defaults without it."""
+    from provision.render.kubelet import CONTAINERD_ENDPOINT
+
+    if node["metadata"].get("annotations", {}).get(CRI_SOCKET_ANNOTATION) != CONTAINERD_ENDPOINT:
+        ctx.kubectl(bootstrap=True).run("annotate", "node", host.name, "--overwrite", f"{CRI_SOCKET_ANNOTATION}={CONTAINERD_ENDPOINT}")
+        ctx.say(host.name, f"annotated {CRI_SOCKET_ANNOTATION}", "changed")
+
+
+CONTROL_PLANE_LABELS = ("node-role.kubernetes.io/control-plane", "node.kubernetes.io/exclude-from-external-load-balancers")
+
+
+CONTROL_PLANE_TAINT = "node-role.kubernetes.io/control-plane"
+
+
+def mark_control_plane(ctx: UpContext, host: Host) -> None:
+    """kubeadm's mark-control-plane: its labels, and its NoSchedule taint unless it is also a worker.
+    Only what the Node lacks is changed."""
+    kubectl = ctx.kubectl(bootstrap=True)
+    node = wait_node(ctx, host, ctx.options.node_timeout)
+    labels = node["metadata"].get("labels", {})
+    missing = [f"{key}=" for key in CONTROL_PLANE_LABELS if labels.get(key) != ""]
+    taint = not host.has(Role.WORKER) and not any(
+        t.get("key") == CONTROL_PLANE_TAINT and t.get("effect") == "NoSchedule" for t in node["spec"].get("taints", []))
+    annotate_cri_socket(ctx, host, node)
+    if missing:
+        kubectl.run("label", "node", host.name, "--overwrite", *missing)
+    if taint:
+        kubectl.run("taint", "node", host.name, "--overwrite", f"{CONTROL_PLANE_TAINT}:NoSchedule")
+    if missing or taint:
+        ctx.say(host.name, "labelled control-plane" + (", tainted NoSchedule" if taint else ""), "changed")
+    else:
+        ctx.say(host.name, "control-plane labels and taint in place")
+
+
+def ensure_mirror_pods(ctx: UpContext, host: Host) -> None:
+    """A kubelet creates a static pod's mirror pod when it syncs the pod, and only once its Node
+    exists and the API server admits it (the system-node-critical PriorityClass that the API server
+    creates as it starts); after that, only when the pod is next synced: when a probe result
+    changes, else at its resync, up to a minute later. On a control plane both may come after the
+    2 s startup probes have passed. A kubelet restart syncs every pod at once (containers keep
+    running), so the mirror pods appear now.
+
+    Before the restart the Node's Ready goes Unknown (true while no kubelet runs): a restarted
+    kubelet reports a Node it last saw Ready only at its next status period (10 s), one that is
+    not Ready through its start-up fast path as soon as it is."""
+    expected = set(expected_static_pods(ctx.cluster, host))
+    wait_node(ctx, host, ctx.options.node_timeout)
+    kubectl = ctx.kubectl(bootstrap=True)
+    deadline = time.monotonic() + MIRROR_GRACE
+    while True:
+        listed = kubectl.run("get", "pods", "-n", "kube-system", f"--field-selector=spec.nodeName={host.name}", "-o", "name")
+        missing = expected - {line.removeprefix("pod/") for line in listed.stdout.split()}
+        if not missing:
+            return
+        if time.monotonic() > deadline:
+            break
+        time.sleep(0.5)  # a sync may be creating them right now
+    unknown = {"status": {"conditions": [{"type": "Ready", "status": "Unknown", "reason": "KubeletRestarting",
+                                          "message": "kubeprov restarts the kubelet to create its mirror pods"}]}}
+    kubectl.run("patch", "node", host.name, "--subresource=status", "--type=strategic", "-p", json.dumps(unknown))
+    check_run(ctx, host, "systemctl restart kubelet", "restarting the kubelet")
+    ctx.say(host.name, f"kubelet restarted to create the mirror pods of {', '.join(sorted(missing))}", "changed")
+
+
+MIRROR_GRACE = 1.0  # seconds a control plane's mirror pods may still take before its kubelet is restarted
+
+
+def run_mark_control_plane(ctx: UpContext) -> None:
+    mark_control_plane(ctx, ctx.cluster.first_control_plane)
+
+
+def run_join_control_planes(ctx: UpContext) -> None:
+    """etcd's membership changes one host at a time (a learner, then a voter: never more than one
+    member that is not yet serving); what follows each start (its API server ready, its mirror
+    pods, its labels) on all of them at once."""
+    from provision.transport import fan_out
+
+    stacked = ctx.cluster.etcd.topology is EtcdTopology.STACKED
+    joining = []
+    for host in ctx.cluster.control_planes[1:]:
+        if ctx.joined(host):
+            ctx.say(host.name, "already joined")
+            continue
+        learner = etcd_member_add(ctx, host) if stacked else None
+        start_kubelet(ctx, host)
+        if learner:
+            etcd_promote(ctx, host, learner)  # its API server needs a voting member (a learner serves no writes)
+        if stacked:  # its control-plane manifests, held back until now (after_local_etcd_votes)
+            changes = push_tree(ctx, host, desired_tree(ctx, host, joined=True))
+            if changes:
+                ctx.say(host.name, f"etcd member votes: {len(changes)} control-plane manifests placed", "changed")
+        joining.append(host)
+
+    def settle(host: Host) -> None:
+        seconds = ctx.kubectl(host).wait_ready(ctx.options.api_timeout)
+        ctx.say(host.name, f"API server ready after {seconds:.1f}s")
+        ensure_mirror_pods(ctx, host)
+        mark_control_plane(ctx, host)
+        mark_joined(ctx, host)
+
+    failed = [o for o in fan_out(joining, settle, parallel=ctx.options.parallel) if not o.ok]
+    if failed:
+        raise KubeprovError("control planes failed to join: " + "; ".join(f"{o.host}: {o.error_text}" for o in failed))
+
+
+def run_workers(ctx: UpContext) -> None:
+    from provision.transport import fan_out
+
+    def join(host: Host) -> None:
+        if ctx.joined(host):
+            ctx.say(host.name, "already joined")
+            return
+        start_kubelet(ctx, host)
+        annotate_cri_socket(ctx, host, wait_node(ctx, host, ctx.options.node_timeout))
+        mark_joined(ctx, host)
+        ctx.say(host.name, "node registered", "changed")
+
+    outcomes = fan_out(ctx.cluster.workers, join, parallel=ctx.options.parallel)
+    failed = [o for o in outcomes if not o.ok]
+    if failed:
+        raise KubeprovError("workers failed: " + "; ".join(f"{o.host}: {o.error_text}" for o in failed))
+
+
+# --- plans: what the run phases above would do, from the hosts' facts ---------------------------
+
+
+def _kubelet_plan(ctx: UpContext, host: Host) -> str:
+    from provision.render.cni.bridge import ROUTES_UNIT
+
+    names = ["kubelet"] + ([ROUTES_UNIT.name] if ctx.cluster.cni is CNI.BRIDGE else [])
+    if not ctx.pki_exists():
+        return f"start {' '.join(names)}"
+    facts = ctx.facts(host)
+    stopped = [u for u in names if not facts.units[u].running]
+    if not stopped:
+        return "kubelet running"
+    return f"start {' '.join(stopped)}" + ("" if facts.kubelet_binary else f" (no {KUBELET_BINARY} yet: prepare installs it)")
+
+
+def plan_first_control_plane(ctx: UpContext):
+    first = ctx.cluster.first_control_plane
+    yield first.name, _kubelet_plan(ctx, first) + "; wait for its API server's /readyz"
+    for worker in ctx.cluster.workers:
+        if not ctx.joined(worker):
+            yield worker.name, _kubelet_plan(ctx, worker)
+
+
+def plan_join_control_planes(ctx: UpContext):
+    stacked = ctx.cluster.etcd.topology is EtcdTopology.STACKED
+    for host in ctx.cluster.control_planes[1:]:
+        if ctx.joined(host):
+            yield host.name, "joined already"
+        else:
+            yield host.name, ("etcd member add (learner) and promote, " if stacked else "") + _kubelet_plan(ctx, host) \
+                + "; wait for its API server; label and taint"
+
+
+def plan_workers(ctx: UpContext):
+    for host in ctx.cluster.workers:
+        yield host.name, "joined already" if ctx.joined(host) else "started with the control plane; wait for its Node"
