@@ -31,7 +31,7 @@ def named(cluster: Cluster) -> list[Host]:
 
 
 def record_path(cluster: Cluster) -> Path:
-    return Path(cluster.cluster_dir or Path(".kubeprov") / cluster.name) / RECORD
+    return cluster.directory / RECORD
 
 
 def recorded(cluster: Cluster) -> dict[str, str]:

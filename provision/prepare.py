@@ -31,6 +31,7 @@ from provision.ansible.sources import resolve
 from provision.config.models import ArtifactSource, Cluster
 from provision.errors import KubeprovError
 from provision.render.tree import write_trees
+from provision.transport.ssh import DEFAULT_KNOWN_HOSTS
 
 PREFLIGHT = "preflight.yml"
 PREPARE_ONLY = "prepare.yml"  # the roles; site.yml (for running them by hand) is both
@@ -39,7 +40,7 @@ PREPARE_ONLY = "prepare.yml"  # the roles; site.yml (for running them by hand) i
 @dataclass(frozen=True)
 class Options:
     bundle: Path | None = None
-    known_hosts: Path = Path("~/.ssh/known_hosts")
+    known_hosts: Path = DEFAULT_KNOWN_HOSTS
     lab: bool = False  # hosts are kubeprov lab containers: verify kernel settings, don't set them
     swapoff: bool = False  # let the os role turn swap off instead of refusing the host
     force: bool = False  # run Ansible even when every host's applied state matches
@@ -58,7 +59,7 @@ class Report:
 
 
 def cluster_dir(cluster: Cluster) -> Path:
-    return Path(cluster.cluster_dir or Path(".kubeprov") / cluster.name)
+    return cluster.directory
 
 
 def plan(cluster: Cluster, options: Options) -> tuple[dict[str, HostPlan], Bundle | None, Path]:

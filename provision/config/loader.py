@@ -150,7 +150,7 @@ def _resolve_paths(cluster: Cluster, base_dir: Path, source: str) -> Cluster:
             raise ConfigError(f"cannot expand {str(path)!r}: no such user", source=source, field=field) from None
         return path if expanded.is_absolute() else base_dir / path
 
-    cluster_dir = resolve(cluster.cluster_dir or Path(".kubeprov") / cluster.name, "clusterDir").expanduser()
+    cluster_dir = resolve(cluster.directory, "clusterDir").expanduser()
     hosts = []
     for index, host in enumerate(cluster.hosts):
         ssh_paths = {

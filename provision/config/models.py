@@ -411,6 +411,9 @@ class Certificates(Model):
         return self
 
 
+DEFAULT_CLUSTER_DIRS = Path(".kubeprov")  # <this>/<name>, relative to the cluster file
+
+
 class Cluster(Model):
     api_version: Literal["kubeprov.io/v1alpha1"] = Field(alias="apiVersion")
     kind: Literal["Cluster"]
@@ -511,6 +514,11 @@ class Cluster(Model):
     @property
     def first_control_plane(self) -> Host:
         return self.control_planes[0]
+
+    @property
+    def directory(self) -> Path:
+        """The cluster directory (PKI, kubeconfigs, journal, records): clusterDir, or the one default."""
+        return Path(self.cluster_dir or DEFAULT_CLUSTER_DIRS / self.name)
 
     @property
     def endpoint(self) -> tuple[str, int]:

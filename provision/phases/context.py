@@ -21,13 +21,13 @@ from provision.phases.facts import JOINED_MARKER, Facts
 from provision.phases.phase import Step
 from provision.phases.runner import Reporter
 from provision.render.stages import every_stage
-from provision.transport import Transport
+from provision.transport import DEFAULT_KNOWN_HOSTS, Transport
 
 
 @dataclass(frozen=True)
 class UpOptions:
     bundle: Path | None = None
-    known_hosts: Path = Path("~/.ssh/known_hosts")
+    known_hosts: Path = DEFAULT_KNOWN_HOSTS
     lab: bool = False
     swapoff: bool = False
     parallel: int = 20

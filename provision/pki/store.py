@@ -76,7 +76,7 @@ def _now() -> dt.datetime:
 class PKIStore:
     def __init__(self, cluster: Cluster, cluster_dir: Path | None = None):
         self.cluster = cluster
-        self.root = Path(cluster_dir or cluster.cluster_dir or Path(".kubeprov") / cluster.name)
+        self.root = Path(cluster_dir or cluster.directory)
         self.pki_dir = self.root / "pki"
         self.kubeconfig_dir = self.root / "kubeconfigs"
         self._cas: dict[str, tuple[x509.Certificate, PrivateKey | None]] = {}
