@@ -163,3 +163,15 @@ def test_dry_run_names_exactly_what_the_following_up_changes(up_lab, cluster_fil
     assert changed == {(host, path) for host, _, path in planned}
     assert set(re.findall(r"^\s+(\S+)\s+\S+\s+etcd role: ", out, re.M)) == etcd_planned
     assert up_lab.ssh(third, "systemctl is-active etcd").stdout.strip() == "active"
+
+
+def test_start_units_refuses_without_its_binary_leaves_running_units_and_starts_stopped_ones(up_lab):
+    """start_kubelet's one round trip (transport/remote.py: start_units), on a lab host's systemd."""
+    from provision.transport import remote
+
+    host = up_lab.hosts[1]
+    assert up_lab.ssh(host, remote.start_units("/usr/bin/no-such-binary", ["etcd"]), check=False).returncode == remote.NO_BINARY
+    assert up_lab.ssh(host, remote.start_units("/bin/sh", ["etcd"]), check=False).returncode == remote.UNITS_RUNNING
+    up_lab.ssh(host, "systemctl stop etcd")
+    assert up_lab.ssh(host, remote.start_units("/bin/sh", ["etcd"]), check=False).returncode == 0
+    assert up_lab.ssh(host, "systemctl is-active etcd").stdout.strip() == "active"

@@ -14,10 +14,7 @@ from provision.phases.etcd import etcd_member_add, etcd_promote
 from provision.phases.facts import KUBELET_BINARY
 from provision.phases.files import desired_tree, mark_joined, push_tree
 from provision.phases.verify import expected_static_pods
-
-
-MISSING = 44  # start_kubelet's probe: no kubelet binary
-RUNNING = 45  # start_kubelet's probe: the units run already
+from provision.transport import remote
 
 
 def start_kubelet(ctx: UpContext, host: Host) -> bool:
@@ -31,16 +28,13 @@ def start_kubelet(ctx: UpContext, host: Host) -> bool:
         ctx.say(host.name, f"{units} running")
         return False
     # One round trip: refuse without a binary; leave running units alone (a re-run restarts nothing).
-    # Each unit asked on its own: `is-active a b` succeeds when any one of them is active.
-    running = " && ".join(f"systemctl is-active --quiet {u} && systemctl is-enabled --quiet {u}" for u in names)
-    probe = ctx.transport.run(host, f"test -x {KUBELET_BINARY} || exit {MISSING}; {running} && exit {RUNNING}; "
-                                    f"systemctl daemon-reload && systemctl enable --now {units}")
-    if probe.exit_code == MISSING:
+    probe = ctx.transport.run(host, remote.start_units(KUBELET_BINARY, names))
+    if probe.exit_code == remote.NO_BINARY:
         raise KubeprovError(
             f"{host.name}: no kubelet binary at {KUBELET_BINARY}: the artifact source has none. Real Kubernetes "
             "binaries come from an offline bundle (bin/kubelet, `--bundle DIR` or artifacts.source: bundle) or the "
             "package repositories; then run `kubeprov up` again (it resumes here)")
-    if probe.exit_code == RUNNING:
+    if probe.exit_code == remote.UNITS_RUNNING:
         ctx.say(host.name, f"{units} running")
         return False
     if not probe.ok:

@@ -354,3 +354,21 @@ def reset_host(apply: bool, *, manifests: str, kubelet_dir: str, units: list[str
     """The teardown of `up` on a host (kubeadm reset's, and the CNI's and kube-proxy's leftovers):
     with apply=False the same script says what it would do and changes nothing."""
     return script(_RESET, "apply" if apply else "plan", manifests, kubelet_dir, str(len(units)), *units, *paths)
+
+
+# Start systemd units that need a binary: exit NO_BINARY without it, UNITS_RUNNING when every unit is
+# active and enabled already (nothing restarted), else reload systemd and enable --now them all.
+# Each unit is asked on its own: `systemctl is-active a b` succeeds when any one of them is active.
+NO_BINARY = 44
+UNITS_RUNNING = 45
+_START_UNITS = r"""
+b=$1; shift
+[ -x "$b" ] || exit 44
+for u; do systemctl is-active --quiet "$u" && systemctl is-enabled --quiet "$u" || { running=no; break; }; done
+[ "${running:-yes}" = yes ] && exit 45
+systemctl daemon-reload && systemctl enable --now "$@"
+"""
+
+
+def start_units(binary: str, units: list[str]) -> str:
+    return script(_START_UNITS, binary, *units)
