@@ -486,10 +486,14 @@ from provision.day2.cli import register_day2_commands  # noqa: E402  (kubeprov r
 
 register_day2_commands(app)
 
+from provision.upgrade.cli import register_upgrade_commands  # noqa: E402  (kubeprov upgrade plan)
+
+register_upgrade_commands(app)
+
 # Group the commands in --help by what an operator is doing.
 _PANELS = {
     "Build a cluster": ("config", "certs", "render", "prepare", "sync", "up", "phase"),
-    "Operate it": ("token", "join-command", "exec"),
+    "Operate it": ("token", "join-command", "exec", "upgrade"),
     "Tools": ("lab", "artifacts"),
 }
 for _panel, _names in _PANELS.items():

@@ -274,6 +274,29 @@ def test_real_kubeadm_reads_the_clusters_configuration(built):
            f"cluster version: {built.doc['kubernetesVersion']}" in plan_said.lower(), plan_said[-3000:]
 
 
+def test_upgrade_plan_reads_the_running_versions_and_names_what_a_patch_upgrade_changes(built):
+    """`kubeprov upgrade plan` against the running cluster: the versions it reads are the ones the
+    cluster runs (the same kubeadm's upgrade plan reports above), a patch upgrade changes the
+    control plane's three manifests, kubeadm-config and kube-proxy's DaemonSet; a skipped minor is refused."""
+    if built.topology != "1cp-2workers":
+        pytest.skip("once is enough: the 1cp-2workers topology")
+    version = built.doc["kubernetesVersion"]
+    target = f"v1.28.{int(version.rsplit('.', 1)[1]) + 3}"
+    code, out, err = run_cli("upgrade", "plan", "-c", built.cluster_file, "--version", target, "-o", "json", timeout=300)
+    assert code == 0, out + err
+    plan = json.loads(out)
+    running = {(c["component"], c["host"]): c["current"] for c in plan["components"] if c["component"] != "etcd"}
+    cp = built.control_planes[0]
+    assert {running[(c, cp)] for c in ("kube-apiserver", "kube-controller-manager", "kube-scheduler")} == {version}
+    assert {running[("kubelet", n)] for n in built.nodes} == {version}
+    assert plan["allowed"] and plan["skew"] == []
+    assert sorted(plan["files"][cp]) == [f"replace /etc/kubernetes/manifests/{c}.yaml"
+                                         for c in ("kube-apiserver", "kube-controller-manager", "kube-scheduler")]
+    assert {"ConfigMap/kube-system/kubeadm-config", "DaemonSet/kube-system/kube-proxy"} <= set(plan["objects"])
+    code, out, err = run_cli("upgrade", "plan", "-c", built.cluster_file, "--version", "v1.30.0", timeout=300)
+    assert code == 1 and "v1.30.0 skips a minor" in out, out + err
+
+
 def test_real_kubeadm_joins_a_worker_with_join_commands_line(built):
     """A host kubeprov prepared but did not join: real `kubeadm join` with `kubeprov join-command`'s
     line (token discovery, CA pinning, TLS bootstrap with kubeprov's RBAC and cluster-info)."""
