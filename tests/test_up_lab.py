@@ -175,3 +175,23 @@ def test_start_units_refuses_without_its_binary_leaves_running_units_and_starts_
     up_lab.ssh(host, "systemctl stop etcd")
     assert up_lab.ssh(host, remote.start_units("/bin/sh", ["etcd"]), check=False).returncode == 0
     assert up_lab.ssh(host, "systemctl is-active etcd").stdout.strip() == "active"
+
+
+def test_preflight_through_the_transport_names_a_taken_port_and_its_process(up_lab, cluster_file):
+    """up's preflight phase sends the preflight role's module over SSH (provision/preflight.py):
+    the same verdicts as the role's, from one command per host."""
+    from provision import preflight
+    from provision.config import load_cluster
+    from provision.transport import Options, Transport
+
+    cluster = load_cluster(cluster_file, None)
+    worker = cluster.hosts[1]
+    up_lab.ssh(worker, "systemd-run --unit kubeprov-test-port python3 -m http.server 10250 && sleep 1")
+    try:
+        with Transport(Options(known_hosts=up_lab.known_hosts)) as transport:
+            verdicts = {v.host: v for v in preflight.check(transport, cluster, cluster.hosts, swapoff=False, parallel=5)}
+    finally:
+        up_lab.ssh(worker, "systemctl stop kubeprov-test-port", check=False)
+    assert [p for p in verdicts[worker.name].problems if "port 10250 is in use by python3" in p and "needed by kubelet" in p]
+    # etcd holds 2379/2380 on every host by design (its own ports): no problem for the others.
+    assert verdicts[cluster.hosts[0].name].problems == [] and verdicts[cluster.hosts[2].name].problems == []

@@ -18,7 +18,7 @@ from pathlib import Path
 
 
 from provision import yamltext
-from provision import __version__
+from provision import __version__, preflight
 from provision.ansible.bundle import Bundle
 from provision.ansible.nodefiles import external_etcd
 from provision.ansible.sources import Sources
@@ -123,6 +123,7 @@ def inventory(cluster: Cluster, plans: dict[str, HostPlan], *, render_dir: Path,
             "kubeprov_images": [{"file": i.file, "sha256": i.sha256, "refs": list(i.refs)}
                                 for i in (bundle.images if bundle else ()) if i.file in plan.applied["images"]],
             "kubeprov_applied": plan.applied,
+            "kubeprov_preflight": preflight.parameters(cluster, host),
         }
         if host.ssh.key:
             entry["ansible_ssh_private_key_file"] = str(host.ssh.key.expanduser())
@@ -143,8 +144,6 @@ def inventory(cluster: Cluster, plans: dict[str, HostPlan], *, render_dir: Path,
                 "kubeprov_bundle_dir": str(bundle.root.resolve()) if bundle else "",
                 "kubeprov_binaries": dict(bundle.binaries) if bundle else {},
                 "kubeprov_artifacts": sources.to_vars() if sources else {"source": "bundle", "components": {}},
-                "kubeprov_api_server_port": cluster.api_server_port,
-                "kubeprov_etcd_stacked": not external_etcd(cluster),
                 "kubeprov_etcd_data_dir": cluster.etcd.data_dir,
                 "kubeprov_applied_path": APPLIED_PATH,
             },

@@ -1,6 +1,8 @@
-"""The phases that run Ansible on the hosts (playbooks/): preflight checks on fresh hosts, the
-external etcd members' role, and prepare's node roles (packages, binaries, images). Each asks the
-hosts' facts first and runs no Ansible on a host that already has this exact state."""
+"""The phases that make hosts able to run Kubernetes: preflight checks on fresh hosts (the
+preflight role's module, sent through the transport: provision/preflight.py), then the roles in
+playbooks/ through Ansible: the external etcd members' role, and prepare's node roles (packages,
+binaries, images). Each asks the hosts' facts first and runs no Ansible on a host that already
+has this exact state."""
 
 from __future__ import annotations
 
@@ -40,14 +42,21 @@ def _progress(ctx: UpContext):
 
 
 def run_preflight(ctx: UpContext) -> None:
-    from provision.ansible.runner import run_playbook
+    """The preflight role's check on every fresh host at once, through the transport
+    (provision/preflight.py): one failing host stops the run before any host changes."""
+    from provision import preflight
 
-    _, _, inventory = ctx.prepare_plan()
+    ctx.prepare_plan()  # the bundle verified (and any download checked) before a host is asked anything
     fresh = fresh_hosts(ctx)
-    result = run_playbook("preflight.yml", inventory, [h.name for h in fresh], on_update=_progress(ctx),
-                          forks=ctx.options.parallel, work_dir=inventory.parent, limit=",".join(h.name for h in fresh))
-    if not result.ok:
-        raise _ansible_failure(result, "preflight")
+    verdicts = preflight.check(ctx.transport, ctx.cluster, fresh, swapoff=ctx.options.swapoff, parallel=ctx.options.parallel)
+    for verdict in verdicts:
+        for note in verdict.notes:
+            ctx.say(verdict.host, note, "warning")
+    failed = [v for v in verdicts if v.problems]
+    for verdict in failed:
+        ctx.say(verdict.host, "; ".join(verdict.problems), "failed")
+    if failed:
+        raise KubeprovError("preflight failed: " + "; ".join(f"{v.host}: {'; '.join(v.problems)}" for v in failed))
     for host in ctx.cluster.hosts:
         ctx.say(host.name, "checks passed" if host in fresh else "in the cluster already: not checked (its ports are in use by design)")
 

@@ -3,13 +3,17 @@
 
 Never changes anything and never fails itself: it returns `problems` (the role fails the run on
 them, naming the host) and `warnings` (shown, not fatal), plus the facts it looked at.
+
+The same file runs without Ansible: `kubeprov up` and `prepare` send it through their SSH
+transport (provision/preflight.py), with KUBEPROV_PREFLIGHT=json and the parameters as JSON in
+argv[1]; it then prints its answer as JSON. One SSH command per host instead of a playbook run.
 """
 
+import json
 import os
 import re
 import subprocess
-
-from ansible.module_utils.basic import AnsibleModule
+import sys
 
 SUPPORTED = {"debian": 11, "ubuntu": 20}  # ID → oldest major version
 # What proves a module is in the running kernel besides /sys/module (built-in modules without
@@ -66,15 +70,17 @@ def module_state(name):
     return "available" if code == 0 else f"missing ({err or 'modprobe -n failed'})"
 
 
-def main():
-    module = AnsibleModule(argument_spec={
-        "ports": {"type": "dict", "default": {}},  # port → the process allowed to hold it (ours)
-        "modules": {"type": "list", "elements": "str", "default": []},
-        "min_memory_mb": {"type": "int", "default": 0},
-        "min_cpus": {"type": "int", "default": 1},
-        "swapoff": {"type": "bool", "default": False},  # the os role will turn swap off
-    }, supports_check_mode=True)
-    p = module.params
+PARAMETERS = {
+    "ports": {"type": "dict", "default": {}},  # port → the process allowed to hold it (ours)
+    "modules": {"type": "list", "elements": "str", "default": []},
+    "min_memory_mb": {"type": "int", "default": 0},
+    "min_cpus": {"type": "int", "default": 1},
+    "swapoff": {"type": "bool", "default": False},  # the os role will turn swap off
+}
+
+
+def look(p):
+    """(problems, warnings, facts) for the parameters `p`."""
     problems, warnings = [], []
 
     release = os_release()
@@ -119,12 +125,27 @@ def main():
         warnings.append("the clock is not NTP-synchronised (timedatectl); certificates and etcd need correct time")
 
     _, container, _ = _run(["systemd-detect-virt", "--container"])
-    module.exit_json(changed=False, problems=problems, notes=warnings, facts={
+    return problems, warnings, {
         "os": release.get("PRETTY_NAME", distro), "swap": swaps, "memory_mb": memory_mb, "cpus": cpus,
         "listening": {str(k): v for k, v in held.items()}, "modules": modules, "pid1": pid1,
         "container": container or "none",
-    })
+    }
+
+
+def main():
+    from ansible.module_utils.basic import AnsibleModule
+
+    module = AnsibleModule(argument_spec=PARAMETERS, supports_check_mode=True)
+    problems, warnings, facts = look(module.params)
+    module.exit_json(changed=False, problems=problems, notes=warnings, facts=facts)
+
+
+def standalone():
+    given = json.loads(sys.argv[1])
+    params = {name: given.get(name, spec["default"]) for name, spec in PARAMETERS.items()}
+    problems, warnings, facts = look(params)
+    print(json.dumps({"problems": problems, "notes": warnings, "facts": facts}))
 
 
 if __name__ == "__main__":
-    main()
+    standalone() if os.environ.get("KUBEPROV_PREFLIGHT") == "json" else main()
