@@ -44,7 +44,7 @@ class UpContext:
     step: Step | None = None
     _material: object = None
     _rendered: tuple | None = None
-    _joined: dict[str, bool] = field(default_factory=dict)  # hosts this run marked joined
+    marked_joined: set[str] = field(default_factory=set)  # hosts this run marked joined (phases/files.py: mark_joined)
     newly_joined: set[str] = field(default_factory=set)  # hosts whose kubelet this run started
     _prepare_plan: tuple | None = None
     live: LiveObjects | None = None  # the object phases' objects as the API has them (phases/objects.py)
@@ -64,6 +64,11 @@ class UpContext:
 
     def pki_exists(self) -> bool:
         return (self.store.pki_dir / "ca.crt").exists()
+
+    def reread_pki(self) -> None:
+        """The PKI on disk changed (certs issued some): material and renders are made again when next asked."""
+        self._material = None
+        self._rendered = None
 
     @property
     def material(self):
@@ -126,7 +131,7 @@ class UpContext:
     def joined(self, host: Host) -> bool:
         if not self.pki_exists():  # no CA yet, so no host can have joined (and none is asked: a dry run contacts no host)
             return False
-        return self._joined.get(host.name) or self.facts(host).joined
+        return host.name in self.marked_joined or self.facts(host).joined
 
 
 def fingerprint(cluster: Cluster) -> str:

@@ -51,11 +51,11 @@ def push_tree(ctx: UpContext, host: Host, tree: dict) -> list:
 def mark_joined(ctx: UpContext, host: Host) -> None:
     """The host is in the cluster (its kubelet, or its external etcd, runs): its marker, so later
     runs give it no preflight and the steady-state files."""
-    if ctx._joined.get(host.name):
+    if host.name in ctx.marked_joined:
         return
     if push_tree(ctx, host, {PurePosixPath(JOINED_MARKER): File(b"this node's kubelet was started by kubeprov up\n", 0o644)}):
         ctx.newly_joined.add(host.name)
-    ctx._joined[host.name] = True
+    ctx.marked_joined.add(host.name)
 
 
 def run_sync(ctx: UpContext) -> None:

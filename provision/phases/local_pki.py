@@ -18,7 +18,7 @@ def run_certs(ctx: UpContext) -> None:
     counts: dict[str, int] = {}
     for o in outcomes:
         counts[o.action] = counts.get(o.action, 0) + 1
-    ctx._material = None
+    ctx.reread_pki()
     ctx.say("local", ", ".join(f"{n} {a}" for a, n in sorted(counts.items())) + f" in {ctx.store.root}")
     stale = [o for o in outcomes if o.action == "stale"]
     if stale:
