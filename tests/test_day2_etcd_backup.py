@@ -17,6 +17,7 @@ import shutil
 import socket
 import subprocess
 import tarfile
+import threading
 import time
 from pathlib import Path
 
@@ -312,6 +313,7 @@ def test_snapshot_over_the_tls_gateway_restores_into_a_data_dir_real_etcd_starts
         assert "member/snap/db" in names and any(n.startswith("member/wal/") for n in names)
     finally:
         proc.kill()
+        reaper.join()
         proc.wait()
     # A real etcd starts from the restored data dir alone and holds exactly the snapshot's keys.
     client2 = _free_port(address)
@@ -461,3 +463,22 @@ def test_same_hosts_stop_every_control_plane_restore_every_member_then_restart_e
         assert any(s.startswith(f"move /var/lib/etcd's contents to {plan.aside}") for s in steps)
         assert steps[-1].startswith("restart the kubelet")
     assert by_host["w1"] == ["restart the kubelet (its watches start again from the restored revision)"]  # nothing else on a worker
+
+
+def test_stop_waits_until_the_named_processes_are_gone(tmp_path):
+    manifests, stash = tmp_path / "manifests", tmp_path / "stash"
+    manifests.mkdir()
+    name = f"kpvw{os.getpid() % 100000}"  # a process name nothing else here has
+    binary = tmp_path / name
+    binary.symlink_to(shutil.which("sleep"))
+    proc = subprocess.Popen([str(binary), "2"])
+    reaper = threading.Thread(target=proc.wait)  # reaped when it ends, as a container's shim does: no zombie left
+    reaper.start()
+    try:
+        started = time.monotonic()
+        run = _sh(eb._STOP, manifests, stash, "", f"{name} no-such-process-here")
+        assert run.returncode == 0, run.stderr
+        assert time.monotonic() - started >= 1.0 and proc.poll() is not None  # it waited for the process to end
+    finally:
+        proc.kill()
+        reaper.join()

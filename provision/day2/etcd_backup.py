@@ -286,22 +286,24 @@ except Exception as error:
 """
 
 # Stop: move the named static pod manifests into the stash, stop the named units, wait until no
-# container whose name matches the pattern runs. Args: manifests stash units pattern names...
+# process of the named ones runs (pgrep: crictl is not on every host, and the host's PID namespace
+# holds its containers' processes). Args: manifests stash units processes names...
 _STOP = r"""
-manifests=$1 stash=$2 units=$3 pattern=$4
+manifests=$1 stash=$2 units=$3 processes=$4
 shift 4
 mkdir -p "$stash" || exit 1
 for m in "$@"; do
   if [ -f "$manifests/$m" ]; then mv -f -- "$manifests/$m" "$stash/$m" || exit 1; echo "moved $manifests/$m to $stash"; fi
 done
 for u in $units; do systemctl stop "$u" || exit 1; echo "stopped $u"; done
-[ -n "$pattern" ] || exit 0
+[ -n "$processes" ] || exit 0
 i=0
 while :; do
-  running=$(crictl ps -q --name "$pattern") || { echo "crictl cannot list containers" >&2; exit 1; }
-  [ -z "$running" ] && { echo "no $pattern container runs"; exit 0; }
+  running=""
+  for p in $processes; do pgrep -x "$p" >/dev/null && running="$running $p"; done
+  [ -z "$running" ] && { echo "none of $processes runs"; exit 0; }
   i=$((i + 1))
-  [ "$i" -lt 240 ] || { echo "containers matching $pattern still run after 120 s: $(echo $running)" >&2; exit 1; }
+  [ "$i" -lt 240 ] || { echo "still running after 120 s:$running" >&2; exit 1; }
   sleep 0.5
 done
 """
@@ -649,7 +651,8 @@ def restore_same_hosts(cluster: Cluster, transport, plan: RestorePlan, data: dic
     is_stacked = stacked(cluster)
     by_name = {h.name: h for h in cluster.hosts}
     members = [by_name[name] for name in plan.seeds]
-    component_pattern = "^(" + "|".join(CONTROL_PLANE_PODS + (("etcd",) if is_stacked else ())) + ")$"
+    # Process names as the kernel keeps them (15 characters): kube-controller-manager is "kube-controller".
+    processes = " ".join([p[:15] for p in CONTROL_PLANE_PODS] + (["etcd"] if is_stacked else []))
 
     def stop(host: Host) -> None:
         manifests = [f"{p}.yaml" for p in CONTROL_PLANE_PODS] if host.has(Role.CONTROL_PLANE) else []
@@ -657,8 +660,8 @@ def restore_same_hosts(cluster: Cluster, transport, plan: RestorePlan, data: dic
         if is_stacked and member:
             manifests.insert(0, "etcd.yaml")
         units = "etcd" if member and not is_stacked else ""
-        pattern = component_pattern if host.has(Role.CONTROL_PLANE) else ""
-        _check(transport, host, _script(_STOP, str(MANIFESTS), str(STASH), units, pattern, *manifests),
+        waits = processes if host.has(Role.CONTROL_PLANE) else ""
+        _check(transport, host, _script(_STOP, str(MANIFESTS), str(STASH), units, waits, *manifests),
                "stopping the control plane and etcd", timeout=180)
         say(host.name, "stopped: " + ", ".join([m.removesuffix(".yaml") for m in manifests] + ([units] if units else [])))
 
