@@ -313,7 +313,6 @@ def test_snapshot_over_the_tls_gateway_restores_into_a_data_dir_real_etcd_starts
         assert "member/snap/db" in names and any(n.startswith("member/wal/") for n in names)
     finally:
         proc.kill()
-        reaper.join()
         proc.wait()
     # A real etcd starts from the restored data dir alone and holds exactly the snapshot's keys.
     client2 = _free_port(address)
