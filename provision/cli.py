@@ -153,18 +153,34 @@ def certs_check_expiration(
     config: ConfigOpt = None,
     inventory: InventoryOpt = None,
     cluster_dir: ClusterDirOpt = None,
+    on_hosts: Annotated[bool, typer.Option("--on-hosts", help="Also read every host's copies and mark those that differ from the cluster directory's.")] = False,
+    known_hosts: KnownHostsOpt = None,
+    trust_on_first_use: TofuOpt = False,
     output: OutputOpt = console.Output.TABLE,
 ) -> None:
     """A table like `kubeadm certs check-expiration`: every certificate and kubeconfig, then the CAs.
 
-    Exit code 1 when anything is missing, stale or expires within 30 days (each named on stderr).
-    `-o json`: {"certificates": [...], "certificateAuthorities": [...]}, the same rows.
+    With --on-hosts, a third table: each certificate and kubeconfig every host holds (one SSH
+    command per host), "same" as the cluster directory's, "differs" (with the host's own expiry:
+    renewed by hand, or a renew never pushed with `up`) or "missing".
+
+    Exit code 1 when anything is missing, stale or expires within 30 days, or differs on a host
+    (each named on stderr). `-o json`: {"certificates": [...], "certificateAuthorities": [...]}, the
+    same rows, and "onHosts": [{"host", "path", "state", "expires"}] with --on-hosts.
     """
     from provision.pki import PKIStore
 
     # expiry=False: this command is the full report; the one-line warning would repeat it.
     cluster = _load(config, inventory, cluster_dir, expiry=False)
-    rows, ca_rows = PKIStore(cluster).check()
+    store = PKIStore(cluster)
+    rows, ca_rows = store.check()
+    held = []
+    if on_hosts:
+        from provision.pki import on_hosts as host_copies
+        from provision.pki.store import read_material
+
+        with _transport(known_hosts, trust_on_first_use, 10.0) as transport:
+            held = host_copies.compare(transport, cluster, read_material(store))
     now = dt.datetime.now(dt.timezone.utc)
     problems: list[str] = []
     for row in rows:
@@ -174,6 +190,7 @@ def certs_check_expiration(
         problems += [f"{row.name} ({row.host or 'cluster'}): {p}" for p in row.problems]
     for row in ca_rows:
         problems += [f"{row.name}: {p}" for p in row.problems]
+    problems += [f"{h.path} on {h.host}: {h.state} (the cluster directory's is pushed by `kubeprov up`)" for h in held if h.state != "same"]
     if output is console.Output.JSON:
         def as_json(row, ca: bool) -> dict:
             return {
@@ -184,7 +201,10 @@ def certs_check_expiration(
             }
 
         console.json({"certificates": [as_json(r, False) for r in rows],
-                      "certificateAuthorities": [as_json(r, True) for r in ca_rows]})
+                      "certificateAuthorities": [as_json(r, True) for r in ca_rows],
+                      **({"onHosts": [{"host": h.host, "path": h.path, "state": h.state,
+                                       "expires": f"{h.not_after:%Y-%m-%dT%H:%M:%SZ}" if h.not_after else None}
+                                      for h in held]} if on_hosts else {})})
     else:
         table = Table(box=None, pad_edge=False)
         for column in ("CERTIFICATE", "HOST", "EXPIRES", "RESIDUAL", "CA", "EXTERNAL"):
@@ -200,6 +220,14 @@ def certs_check_expiration(
         for row in ca_rows:
             ca_table.add_row(row.name, _when(row.not_after), _residual(row.residual(now)), "yes" if row.external else "no")
         console.table(ca_table)
+        if on_hosts:
+            out.print()
+            host_table = Table(box=None, pad_edge=False)
+            for column in ("ON HOST", "FILE", "STATE", "EXPIRES"):
+                host_table.add_column(column, no_wrap=True)
+            for h in held:
+                host_table.add_row(h.host, h.path, h.state, _when(h.not_after))
+            console.table(host_table)
     for problem in problems:
         err.print(f"[yellow]attention:[/] {escape(problem)}", soft_wrap=True)
     if problems:

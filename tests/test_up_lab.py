@@ -195,3 +195,26 @@ def test_preflight_through_the_transport_names_a_taken_port_and_its_process(up_l
     assert [p for p in verdicts[worker.name].problems if "port 10250 is in use by python3" in p and "needed by kubelet" in p]
     # etcd holds 2379/2380 on every host by design (its own ports): no problem for the others.
     assert verdicts[cluster.hosts[0].name].problems == [] and verdicts[cluster.hosts[2].name].problems == []
+
+
+def test_certs_check_expiration_on_hosts_marks_a_copy_that_differs_or_is_missing(up_lab, cluster_file):
+    import datetime as dt
+
+    code, out, err = run_cli("certs", "check-expiration", "-c", cluster_file, "--on-hosts", "-o", "json", timeout=300)
+    assert code == 0, out + err
+    held = json.loads(out)["onHosts"]
+    assert {h["host"] for h in held} == {h.name for h in up_lab.hosts} and {h["state"] for h in held} == {"same"}
+
+    first, second = up_lab.hosts[:2]
+    up_lab.ssh(first, "cp /etc/kubernetes/pki/front-proxy-ca.crt /etc/kubernetes/pki/apiserver.crt")  # another valid certificate
+    up_lab.ssh(second, "rm /etc/kubernetes/pki/etcd/peer.crt")
+    code, out, err = run_cli("certs", "check-expiration", "-c", cluster_file, "--on-hosts", "-o", "json", timeout=300)
+    assert code == 1, out + err
+    rows = {(h["host"], h["path"]): h for h in json.loads(out)["onHosts"]}
+    changed = {(first.name, "/etc/kubernetes/pki/apiserver.crt"): "differs", (second.name, "/etc/kubernetes/pki/etcd/peer.crt"): "missing"}
+    assert {key: row["state"] for key, row in rows.items() if row["state"] != "same"} == changed
+    # The differing copy's own expiry, as openssl on the host reads it.
+    enddate = up_lab.ssh(first, "openssl x509 -enddate -noout -in /etc/kubernetes/pki/apiserver.crt").stdout.strip().split("=", 1)[1]
+    expected = dt.datetime.strptime(enddate, "%b %d %H:%M:%S %Y %Z").strftime("%Y-%m-%dT%H:%M:%SZ")
+    assert rows[(first.name, "/etc/kubernetes/pki/apiserver.crt")]["expires"] == expected
+    assert f"/etc/kubernetes/pki/apiserver.crt on {first.name}: differs" in err
