@@ -104,3 +104,34 @@ def test_covers_compares_lists_element_by_element():
     assert covers({"a": [{"x": 1}]}, {"a": [{"x": 1, "y": 2}], "b": 3})
     assert not covers({"a": [{"x": 1}]}, {"a": [{"x": 1}, {"x": 2}]})
     assert not covers({"a": 1}, {"a": "1"})
+
+
+def test_a_prefetched_read_is_the_one_read_whoever_asks_while_it_runs():
+    """up starts the read while /readyz is asked: the object phases must wait for that read, not
+    start a second one. SlowKubectl is a test double for kubectl on a control plane (it returns
+    what `kubectl get -f - -o json` prints, after a delay) and counts its calls."""
+    import threading
+    import time
+    from types import SimpleNamespace
+
+    from provision.kube.live import LiveObjects
+
+    applied = as_served(daemonset())
+
+    class SlowKubectl:
+        def __init__(self):
+            self.calls = 0
+            self.lock = threading.Lock()
+
+        def run(self, *args, stdin=None, check=True):
+            with self.lock:
+                self.calls += 1
+            time.sleep(0.3)
+            return SimpleNamespace(ok=True, stdout=json.dumps({"kind": "List", "items": [applied]}))
+
+    kubectl = SlowKubectl()
+    live = LiveObjects(kubectl, [daemonset()])
+    live.prefetch()
+    time.sleep(0.05)  # the read is under way
+    assert live.stale([daemonset()]) == [] and kubectl.calls == 1
+    assert live.stale([daemonset()]) == [] and kubectl.calls == 1

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import base64
 import json
+import threading
 from typing import Any
 
 from provision import yamltext
@@ -88,8 +89,17 @@ class LiveObjects:
         self._live: dict[Identity, dict] | None = None if read else {}
         self._kubectl = kubectl
         self._wanted = docs
+        self._reading = threading.Lock()  # one read, however many ask (prefetch's thread and the phases)
+
+    def prefetch(self) -> None:
+        """Start the read now, in the background, while the caller waits on something else."""
+        threading.Thread(target=self._read, daemon=True, name="live-objects").start()
 
     def _read(self) -> dict[Identity, dict]:
+        with self._reading:
+            return self._read_once()
+
+    def _read_once(self) -> dict[Identity, dict]:
         if self._live is None:
             self._live = {}
             # A stream of JSON objects (kubectl reads one as such when it starts with one; no

@@ -13,6 +13,7 @@ from provision.phases.context import UpContext, check_run
 from provision.phases.etcd import etcd_member_add, etcd_promote
 from provision.phases.facts import KUBELET_BINARY
 from provision.phases.files import desired_tree, mark_joined, push_tree
+from provision.phases.objects import live_objects
 from provision.phases.verify import expected_static_pods
 from provision.transport import remote
 
@@ -70,6 +71,10 @@ def run_first_control_plane(ctx: UpContext) -> None:
     failed = [o for o in fan_out(waiting, lambda w: start_kubelet(ctx, w), parallel=ctx.options.parallel) if not o.ok]
     if failed:
         raise KubeprovError("starting workers' kubelets failed: " + "; ".join(f"{o.host}: {o.error_text}" for o in failed))
+    if not ctx.fresh_api:
+        # Its API existed before this run: the object phases' one read of their objects starts now,
+        # while /readyz is asked (a read that fails leaves them applied: the safe side).
+        live_objects(ctx).prefetch()
     seconds = ctx.kubectl(host, bootstrap=True).wait_ready(ctx.options.api_timeout)
     ctx.say(host.name, f"API server ready (/readyz ok after {seconds:.1f}s)")
     if not ctx.joined(host):  # its kubelet started in this run
