@@ -98,7 +98,7 @@ def test_reset_a_worker(one_cp):
     assert [h.name for h in plan.hosts] == ["w1"] and not plan.whole and plan.leave_etcd == ()
     w1 = plan.hosts[0]
     paths = plan.paths(w1)
-    assert {"/etc/kubernetes", "/var/lib/kubelet", "/etc/cni/net.d", "/var/lib/cni", JOINED_MARKER} <= set(paths)
+    assert {"/etc/kubernetes", "/var/lib/kubelet", "/etc/cni/net.d/", "/var/lib/cni", JOINED_MARKER} <= set(paths)
     assert "/var/lib/etcd" not in paths
     assert plan.units(w1) == ["kubelet", "kubeprov-pod-routes.service"]
 
@@ -248,7 +248,8 @@ iptables-nft -t nat -N KUBE-SERVICES && iptables-nft -t nat -A PREROUTING -j KUB
 iptables-nft -t nat -N KUBE-SVC-X && iptables-nft -t nat -A KUBE-SERVICES -j KUBE-SVC-X
 iptables-nft -t filter -N KUBE-FIREWALL && iptables-nft -A INPUT -j KUBE-FIREWALL && iptables-nft -A INPUT -p tcp --dport 22 -j ACCEPT
 iptables-nft -t nat -N CNI-KEEP && iptables-nft -t nat -A POSTROUTING -j CNI-KEEP
-mkdir -p "$1/kubelet/pods/p1/volumes/token" "$1/kubelet/pods/p1/volumes/other" "$1/etc/manifests" "$1/data"
+mkdir -p "$1/kubelet/pods/p1/volumes/token" "$1/kubelet/pods/p1/volumes/other" "$1/etc/manifests" "$1/data" "$1/cni"
+echo '{}' > "$1/cni/10-bridge.conflist"
 mount -t tmpfs tmpfs "$1/kubelet/pods/p1/volumes/token"
 mount -t tmpfs tmpfs "$1/kubelet/pods/p1/volumes/other"
 mount -t tmpfs tmpfs "$1/data"
@@ -293,7 +294,7 @@ def test_the_teardown_script_for_real_in_namespaces_of_its_own(tmp_path):
     root = tmp_path / "host"
     root.mkdir()
     args = {"manifests": f"{root}/etc/manifests", "kubelet_dir": f"{root}/kubelet", "units": [],
-            "paths": [f"{root}/etc", f"{root}/kubelet", f"{root}/data", f"{root}/joined", f"{root}/absent"]}
+            "paths": [f"{root}/etc", f"{root}/kubelet", f"{root}/data", f"{root}/cni/", f"{root}/joined", f"{root}/absent"]}
 
     planned = _in_namespaces(root, remote.reset_host(False, **args), bindir)
     assert planned.returncode == 0, planned.stderr
@@ -304,9 +305,10 @@ def test_the_teardown_script_for_real_in_namespaces_of_its_own(tmp_path):
     assert f"unmount 2 mounts under {root}/kubelet" in said
     assert f"remove {root}/etc\n" in said and f"remove {root}/kubelet\n" in said and f"remove {root}/joined\n" in said
     assert f"empty {root}/data (a mount point: the mount stays)" in said and "absent" not in said
+    assert f"empty {root}/cni (the directory stays: a daemon watches it)" in said
     assert "delete interface veth1234abcd (a pod's veth on cni0)" in said and "delete interface cni0" in said
     assert "delete interface flannel.1" in said and "keepme" not in said and "eth0" not in said
-    assert "iptables (nft): flush and delete 3 KUBE-* chains and the 3 rules in or into them" in said
+    assert "flush and delete 3 KUBE-* chains and the 3 rules in or into them (iptables, nft)" in said
     assert ":KUBE-SERVICES" in report and "kube-apiserver.yaml" in report, "plan mode changed something"
 
     applied = _in_namespaces(root, remote.reset_host(True, **args), bindir)
@@ -318,4 +320,5 @@ def test_the_teardown_script_for_real_in_namespaces_of_its_own(tmp_path):
     assert not [c for c in chains if c.startswith(":KUBE-")] and ":CNI-KEEP" in chains and ":INPUT" in chains, chains
     assert _field(out, "rules") == ["2"]  # the ACCEPT on INPUT and the jump to CNI-KEEP stay
     assert _field(out, "mounts") == ["data"]  # the mount point itself stays, emptied
-    assert _field(out, "files") == ["./data"]
+    # What stays: the mount point and the watched directory, emptied; the static pod directory, made again empty.
+    assert _field(out, "files") == ["./cni", "./data", "./etc", "./etc/manifests"]

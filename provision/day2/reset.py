@@ -43,7 +43,7 @@ from provision.render.pki_files import KUBERNETES_DIR
 from provision.render.staticpod import MANIFESTS_DIR
 from provision.transport import remote
 
-CNI_CONF_DIR = "/etc/cni/net.d"
+CNI_CONF_DIR = "/etc/cni/net.d/"  # emptied, kept: containerd's CRI watches it, and loses a directory made again
 CNI_STATE_DIR = "/var/lib/cni"  # host-local IPAM's leases
 RUN_DIR = "/run/kubernetes"
 RESET_TIMEOUT = 300.0  # seconds for one host's teardown (crictl stops every pod)

@@ -209,7 +209,8 @@ def set_attributes(path: str, mode: int, owner: str, group: str) -> str:
 # say what would be done, change nothing; "apply": do it), the static pod manifests directory, the
 # kubelet's directory (every mount below it is unmounted), a count and that many systemd units to
 # stop and disable, then the paths to remove (a path that is a mount point keeps the mount and
-# loses its contents). Printed: one line per thing done (or to do), on stdout; a step that fails is
+# loses its contents; so does a directory given with a trailing "/", one a daemon watches: containerd
+# never sees files in a CNI directory made again after its watch began). Printed: one line per thing done (or to do), on stdout; a step that fails is
 # an "error: …" line on stderr, the others still run, and the exit code is 1. Packages, binaries,
 # images and containerd itself are kept.
 _RESET = r"""
@@ -293,17 +294,23 @@ if [ "$count" -gt 0 ]; then
     [ "$left" -eq 0 ] || fail "$left mounts are still under $kubelet_dir: $(list_mounts | head -n 3 | tr '\n' ' ')"
   fi
 fi
+had_manifests=; [ -d "$manifests" ] && had_manifests=1
 for p in "$@"; do
+  why=
+  case "$p" in */) p=${p%/}; why="the directory stays: a daemon watches it";; esac
   [ -e "$p" ] || [ -L "$p" ] || continue
-  if [ -d "$p" ] && mountpoint -q -- "$p"; then
+  if [ -d "$p" ] && [ -z "$why" ] && mountpoint -q -- "$p"; then why="a mount point: the mount stays"; fi
+  if [ -d "$p" ] && [ -n "$why" ]; then
     [ -n "$(ls -A "$p")" ] || continue
-    echo "empty $p (a mount point: the mount stays)"
+    echo "empty $p ($why)"
     if apply; then find "$p" -mindepth 1 -maxdepth 1 -exec rm -rf --one-file-system -- {} + || fail "emptying $p failed"; fi
   else
     echo "remove $p"
     if apply; then rm -rf --one-file-system -- "$p" || fail "removing $p failed"; fi
   fi
 done
+# The static pod directory stays, empty, as kubeadm reset leaves it (the kubelet reads it; prepare made it).
+if apply && [ -n "$had_manifests" ]; then mkdir -p -- "$manifests" || fail "cannot make $manifests again"; fi
 names() { awk -F': ' '{ sub(/@.*/, "", $2); print $2 }'; }
 for l in $(ip -o link show master cni0 2>/dev/null | names); do
   echo "delete interface $l (a pod's veth on cni0)"
@@ -328,7 +335,7 @@ for fam in iptables ip6tables; do
     chains=$(printf '%s\n' "$dump" | grep -c '^:KUBE-')
     rules=$(printf '%s\n' "$dump" | grep -c -e '^-A KUBE-' -e ' -[jg] KUBE-')
     [ "$chains" -gt 0 ] || [ "$rules" -gt 0 ] || continue
-    echo "$fam ($backend): flush and delete $chains KUBE-* chains and the $rules rules in or into them"
+    echo "flush and delete $chains KUBE-* chains and the $rules rules in or into them ($fam, $backend)"
     if apply; then
       printf '%s\n' "$dump" | awk '!/^:KUBE-/ && !/^-A KUBE-/ && !/ -[jg] KUBE-/' | "$fam-$backend-restore" \
         || fail "$fam-$backend-restore failed: the KUBE-* chains stay"

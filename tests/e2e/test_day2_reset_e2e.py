@@ -58,11 +58,11 @@ LAB = os.environ.get("KUBEPROV_E2E_RESET_LAB", "rs1")
 # What the host still holds of a cluster, one "name: value" line each (read over ssh, on the host).
 TRACES = r"""
 echo "kubelet: $(pgrep -x kubelet | tr '\n' ' ')"
-echo "containers: $(ctr -n k8s.io containers ls -q 2>&1 | tr '\n' ' ')"
-echo "tasks: $(ctr -n k8s.io tasks ls -q 2>&1 | tr '\n' ' ')"
-echo "mounts: $(awk 'index($5, "/var/lib/kubelet/") == 1 { print $5 }' /proc/self/mountinfo | tr '\n' ' ')"
+echo "containers: $(ctr -n k8s.io containers ls -q 2>&1 | sort | tr '\n' ' ')"
+echo "tasks: $(ctr -n k8s.io tasks ls -q 2>&1 | sort | tr '\n' ' ')"
+echo "mounts: $(awk 'index($5, "/var/lib/kubelet/") == 1 { print $5 }' /proc/self/mountinfo | sort | tr '\n' ' ')"
 echo "cni0: $(ip -o link show cni0 2>/dev/null | cut -d: -f2)"
-echo "veths: $(ip -o link show master cni0 2>/dev/null | cut -d: -f2 | tr '\n' ' ')"
+echo "veths: $(ip -o link show master cni0 2>/dev/null | cut -d: -f2 | sort | tr '\n' ' ')"
 for t in iptables-legacy-save iptables-nft-save ip6tables-legacy-save ip6tables-nft-save; do
   echo "$t: $($t 2>/dev/null | grep -c -e '^:KUBE-' -e ' -[jg] KUBE-')"
 done
