@@ -66,7 +66,7 @@ echo "veths: $(ip -o link show master cni0 2>/dev/null | cut -d: -f2 | sort | tr
 for t in iptables-legacy-save iptables-nft-save ip6tables-legacy-save ip6tables-nft-save; do
   echo "$t: $($t 2>/dev/null | grep -c -e '^:KUBE-' -e ' -[jg] KUBE-')"
 done
-echo "etc-kubernetes: $(ls -A /etc/kubernetes 2>/dev/null | tr '\n' ' ')"
+echo "etc-kubernetes: $(find /etc/kubernetes -mindepth 1 2>/dev/null | sort | tr '\n' ' ')"
 echo "joined: $(cat "$1" 2>/dev/null)"
 echo "kubelet-unit: $(systemctl is-active kubelet) $(systemctl is-enabled kubelet)"
 echo "containerd: $(systemctl is-active containerd)"
@@ -150,7 +150,11 @@ class TestWorkers:
             assert said in out, f"{said!r} not in:\n{out}"
         assert all(line.startswith(worker) for line in out.splitlines()[:-1]), out  # only the named host
         after = traces(built, worker)
-        assert after == before, "a dry run changed the host"
+        # kube-proxy keeps syncing its rules meanwhile (endpoints settling): their count may change, never to none.
+        tables = ("iptables-legacy-save", "iptables-nft-save", "ip6tables-legacy-save", "ip6tables-nft-save")
+        assert {k: v for k, v in after.items() if k not in tables} == {k: v for k, v in before.items() if k not in tables}, \
+            "a dry run changed the host"
+        assert [int(after[t]) > 0 for t in tables] == [int(before[t]) > 0 for t in tables], (before, after)
 
 
     def test_reset_of_a_worker_leaves_nothing_of_the_cluster_on_it(self, built, workers):
@@ -168,7 +172,7 @@ class TestWorkers:
         assert left["cni0"] == "" and left["veths"] == "", left
         for table in ("iptables-legacy-save", "iptables-nft-save", "ip6tables-legacy-save", "ip6tables-nft-save"):
             assert left[table] == "0", f"{table}: {left[table]} KUBE-* chains or jumps left"
-        assert left["etc-kubernetes"] == "" and left["joined"] == "", left
+        assert left["etc-kubernetes"] in ("", "/etc/kubernetes/manifests") and left["joined"] == "", left  # the static pod dir stays, empty
         assert left["kubelet-unit"] == "inactive disabled" and left["containerd"] == "active", left
         other_after = traces(built, other)
         assert other_after["kubelet-unit"] == "active enabled" and other_after["etc-kubernetes"] == other_before["etc-kubernetes"]
@@ -207,7 +211,8 @@ class TestWorkers:
         assert sorted(n["metadata"]["name"] for n in nodes) == sorted([cp["name"], workers[0]])
         assert all(_ready(n) for n in nodes)
         gone = traces(built, worker)
-        assert gone["kubelet"] == "" and gone["containers"] == "" and gone["etc-kubernetes"] == "" and gone["joined"] == "", gone
+        assert gone["kubelet"] == "" and gone["containers"] == "" and gone["joined"] == "", gone
+        assert gone["etc-kubernetes"] in ("", "/etc/kubernetes/manifests"), gone
 
 
 HA_TOPOLOGY = "3cp-1worker-haproxy"
@@ -284,5 +289,5 @@ class TestControlPlanes:
         nodes = json.loads(ha.kubectl("get", "nodes", "-o", "json").stdout)["items"]
         assert sorted(n["metadata"]["name"] for n in nodes) == sorted(n for n in ha.nodes if n != leaving)
         gone = traces(ha, leaving)
-        assert gone["kubelet"] == "" and gone["containers"] == "" and gone["etc-kubernetes"] == "", gone
+        assert gone["kubelet"] == "" and gone["containers"] == "" and gone["etc-kubernetes"] in ("", "/etc/kubernetes/manifests"), gone
         assert prober.results and not failed, f"{len(failed)} of {len(prober.results)} probes through the VIP failed"
