@@ -171,3 +171,13 @@ def test_phase_run_takes_every_option_of_up_that_applies_to_a_run():
     up_only = {"skip_phases", "fresh", "merge_kubeconfig"}  # a whole run's, not one phase's
     assert up - up_only == phase_run - {"name"}
     assert {"config", "bundle", "lab", "api_timeout", "parallel", "known_hosts", "dry_run"} <= phase_run
+
+
+def test_a_discarded_journal_resumes_nothing(tmp_path):
+    """reset discards an interrupted run's journal: the next up must rebuild the reset hosts."""
+    with pytest.raises(PhaseFailed):
+        Runner(tree()).run(Ctx(fail_at="workers"), journal=Journal.open(tmp_path, "spec-1")[0])
+    assert Journal.open(tmp_path, "spec-1")[1] is True  # would resume
+    assert Journal.discard(tmp_path) is True and Journal.discard(tmp_path) is False
+    journal, resumed = Journal.open(tmp_path, "spec-1")
+    assert not resumed and journal.completed == {}

@@ -324,6 +324,13 @@ def run_reset(transport, plan: ResetPlan, say: Say, *, dry_run: bool = False, pa
 
     todo = [h for h in plan.hosts if h.name not in failed]
     outcomes = fan_out(todo, one, parallel=parallel)
+    if not dry_run and any(o.ok for o in outcomes):
+        from provision.phases.journal import Journal
+
+        # A journal of an interrupted `up` would make the next one resume past the phases that
+        # must rebuild these hosts (sync, prepare, their kubelets): the next `up` runs them all.
+        if Journal.discard(plan.cluster.directory):
+            say("local", "the journal of an interrupted up is discarded: the next up runs every phase", "changed")
     result = []
     for host in plan.hosts:
         o = next((o for o in outcomes if o.host == host.name), None)

@@ -60,3 +60,13 @@ class Journal:
         data = {"fingerprint": self.fingerprint, "started": self.started, "finished": self.finished,
                 "completed": self.completed, "failed": self.failed}
         atomic_write(self.path, (json.dumps(data, indent=2) + "\n").encode(), PRIVATE_FILE_MODE, replace=True)
+
+    @staticmethod
+    def discard(cluster_dir: Path) -> bool:
+        """Forget any interrupted run (True if there was a journal): after hosts were reset, resuming
+        would skip the phases that must rebuild them."""
+        path = Path(cluster_dir) / FILE
+        if not path.exists():
+            return False
+        path.unlink()
+        return True
