@@ -187,8 +187,9 @@ def test_every_node_and_control_plane_pod_is_ready(built):
     assert {n["status"]["nodeInfo"]["kubeletVersion"] for n in nodes} == {built.doc["kubernetesVersion"]}
     pods = {p["metadata"]["name"]: p for p in json.loads(built.kubectl("get", "pods", "-n", "kube-system", "-o", "json").stdout)["items"]}
     expected = expected_static_pods(load_cluster(built.cluster_file, None))
-    assert expected and all(name in pods and _ready(pods[name]) for name in expected), \
-        {name: (pods[name]["status"].get("phase") if name in pods else "missing") for name in expected}
+    not_ready = {name: [c for c in pods[name]["status"].get("conditions", []) if c["type"] == "Ready"] if name in pods else "missing"
+                 for name in expected if name not in pods or not _ready(pods[name])}
+    assert expected and not not_ready, not_ready  # each one named, with its Ready condition (reason, time)
     proxies = [p for name, p in pods.items() if name.startswith("kube-proxy-")]
     assert len(proxies) == len(built.nodes) and all(_ready(p) for p in proxies)
 
