@@ -622,25 +622,13 @@ def _fan(transport, hosts: list[Host], work, parallel: int, what: str) -> None:
 
 def wait_members_healthy(transport, hosts: list[Host], timeout: float, parallel: int, say: Say) -> None:
     from provision.kube import etcd_members
-    from provision.transport import fan_out
 
-    deadline = time.monotonic() + timeout
-    waiting = list(hosts)
-    started = time.monotonic()
-    while waiting:
-        outcomes = fan_out(waiting, lambda h: etcd_members.healthy(transport, h), parallel=parallel)
-        said = {o.host: (o.value[1] if o.ok else o.error_text) for o in outcomes if not (o.ok and o.value[0])}
-        for h in waiting:
-            if h.name not in said:
-                say(h.name, f"etcd member healthy after {time.monotonic() - started:.1f}s")
-        waiting = [h for h in waiting if h.name in said]
-        if not waiting:
-            return
-        if time.monotonic() > deadline:
-            name = waiting[0].name
-            raise KubeprovError(f"{name}: etcd is not healthy {timeout:g} s after the restore (/health: {said[name] or 'no answer'}); "
-                                f"the old data is in the data dir's .before-restore-* sibling")
-        time.sleep(1)
+    unhealthy = etcd_members.wait_healthy(transport, hosts, timeout=timeout, parallel=parallel,
+                                          on_healthy=lambda name, seconds: say(name, f"etcd member healthy after {seconds:.1f}s"))
+    if unhealthy:
+        name, said = unhealthy
+        raise KubeprovError(f"{name}: etcd is not healthy {timeout:g} s after the restore (/health: {said or 'no answer'}); "
+                            f"the old data is in the data dir's .before-restore-* sibling")
 
 
 def restore_same_hosts(cluster: Cluster, transport, plan: RestorePlan, data: dict[str, bytes], say: Say, *,

@@ -124,3 +124,28 @@ def remove(transport, host: Host, member_id: str) -> None:
     ("unhealthy cluster"), retried here, and when the members left would lack a quorum of started
     members, which provision/day2/reset.py checks first so the operator reads why."""
     _call(transport, host, "/v3/cluster/member/remove", {"ID": member_id})
+
+
+def wait_healthy(transport, hosts: list[Host], *, timeout: float, parallel: int,
+                 on_healthy=lambda name, seconds: None) -> tuple[str, str] | None:
+    """Ask every member's own /health at once, again each second, until all answer healthy or
+    `timeout` passes; on_healthy(host, seconds) as each does. None when all did, else (the first
+    host still unhealthy, what it said) for the caller's error line."""
+    import time
+
+    from provision.transport import fan_out
+
+    started = time.monotonic()
+    waiting = list(hosts)
+    while True:
+        outcomes = fan_out(waiting, lambda h: healthy(transport, h), parallel=parallel)
+        said = {o.host: (o.value[1] if o.ok else o.error_text) for o in outcomes if not (o.ok and o.value[0])}
+        for h in waiting:
+            if h.name not in said:
+                on_healthy(h.name, time.monotonic() - started)
+        waiting = [h for h in waiting if h.name in said]
+        if not waiting:
+            return None
+        if time.monotonic() - started > timeout:
+            return waiting[0].name, said[waiting[0].name]
+        time.sleep(1)

@@ -81,18 +81,9 @@ def etcd_promote(ctx: UpContext, host: Host, member_id: str) -> None:
 def wait_etcd_healthy(ctx: UpContext, hosts: list[Host], timeout: float) -> None:
     """Each stacked member answers its own /health (what the kubelet's probe asks), all asked at once."""
     from provision.kube import etcd_members
-    from provision.transport import fan_out
 
-    deadline = time.monotonic() + timeout
-    waiting = list(hosts)
-    while True:
-        outcomes = fan_out(waiting, lambda h: etcd_members.healthy(ctx.transport, h), parallel=ctx.options.parallel)
-        said = {o.host: (o.value[1] if o.ok else o.error_text) for o in outcomes if not (o.ok and o.value[0])}
-        waiting = [h for h in waiting if h.name in said]
-        if not waiting:
-            return
-        if time.monotonic() > deadline:
-            name = waiting[0].name
-            raise KubeprovError(f"{name}: etcd is not healthy after {timeout:g} s (/health: {said[name] or 'no answer'}); "
-                                "see `crictl logs` of its etcd container there")
-        time.sleep(1)
+    unhealthy = etcd_members.wait_healthy(ctx.transport, hosts, timeout=timeout, parallel=ctx.options.parallel)
+    if unhealthy:
+        name, said = unhealthy
+        raise KubeprovError(f"{name}: etcd is not healthy after {timeout:g} s (/health: {said or 'no answer'}); "
+                            "see `crictl logs` of its etcd container there")

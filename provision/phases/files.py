@@ -17,7 +17,7 @@ from provision.render.tree import File
 
 def run_render(ctx: UpContext) -> None:
     from provision.render.diff import CLUSTER_DIR
-    from provision.render.tree import File, write_trees
+    from provision.render.tree import write_trees
 
     trees, objects = ctx.rendered()
     out = dict(trees)
