@@ -205,8 +205,8 @@ class TestWorkers:
         assert code == 0, out + err
         print(f"\n[e2e] node remove {worker}:\n{out}")
         assert "cordoned and drained" in out and "Node deleted" in out and "take it out of" in out, out
-        failed = [r for r in prober.results if not r[1]]
-        assert prober.results and not failed, f"{len(failed)} of {len(prober.results)} /readyz probes failed"
+        failed = [why for _, ok, _, why in prober.results if not ok]
+        assert prober.results and not failed, f"{len(failed)} of {len(prober.results)} /readyz probes failed: {failed[:5]}"
         nodes = json.loads(built.kubectl("get", "nodes", "-o", "json").stdout)["items"]
         assert sorted(n["metadata"]["name"] for n in nodes) == sorted([cp["name"], workers[0]])
         assert all(_ready(n) for n in nodes)
@@ -281,7 +281,7 @@ class TestControlPlanes:
             prober.join()
         assert code == 0, out + err
         print(f"\n[e2e] node remove {leaving} ({seconds:.1f} s):\n{out}")
-        failed = [round(t - started, 2) for t, ok, _ in prober.results if not ok]
+        failed = [(round(t - started, 2), why) for t, ok, _, why in prober.results if not ok]
         print(f"[e2e] /readyz through the VIP: {len(prober.results)} probes, {len(failed)} failed at {failed[:10]}")
         names, health = _etcd_members(ha)
         assert sorted(names) == sorted(cp for cp in ha.control_planes if cp != leaving), names

@@ -27,6 +27,7 @@ import ssl
 import subprocess
 import threading
 import time
+import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -339,7 +340,8 @@ def test_external_etcd_keeps_the_api_writable_with_a_member_down(built):
 
 
 class Prober(threading.Thread):
-    """GET /readyz through the endpoint every 100 ms; each answer's time, success and duration."""
+    """GET /readyz through the endpoint every 100 ms; each answer's time, success, duration and,
+    for a failure, why (status and body, or the error)."""
 
     def __init__(self, url: str, ca: Path):
         super().__init__(daemon=True)
@@ -349,12 +351,15 @@ class Prober(threading.Thread):
     def run(self) -> None:
         while not self.stopped.is_set():
             started = time.monotonic()
+            why = ""
             try:
                 with urllib.request.urlopen(self.url, context=self.tls, timeout=2) as answer:
                     ok = answer.status == 200
-            except OSError:
-                ok = False
-            self.results.append((started, ok, time.monotonic() - started))
+            except urllib.error.HTTPError as exc:  # /readyz says which of its checks failed
+                ok, why = False, f"{exc.code}: {exc.read().decode(errors='replace')[-300:]}"
+            except OSError as exc:
+                ok, why = False, str(exc)
+            self.results.append((started, ok, time.monotonic() - started, why))
             self.stopped.wait(max(0.0, 0.1 - (time.monotonic() - started)))
 
 
@@ -380,12 +385,13 @@ def test_ha_the_api_survives_a_crash_of_the_vip_holder(built):
     prober.join()
     before = [r for r in prober.results if r[0] < crashed]
     after = [r for r in prober.results if r[0] >= crashed]
-    assert before and all(ok for _, ok, _ in before), "the endpoint was not healthy before the crash"
-    back = next((t for t, ok, _ in after if ok), None)
+    failed_before = [(round(t - crashed, 2), why) for t, ok, _, why in before if not ok]
+    assert before and not failed_before, f"the endpoint was not healthy before the crash: {failed_before}"
+    back = next((t for t, ok, _, _ in after if ok), None)
     assert back is not None, "the API never answered through the VIP after the crash"
     print(f"\n[e2e] VIP holder {holder} crashed: API answered through {vip} again after {back - crashed:.2f} s")
     assert back - crashed <= 3, f"the API answered again only after {back - crashed:.1f} s"
-    slow = [round(seconds, 2) for t, ok, seconds in after if t >= back and seconds > 2]
+    slow = [round(seconds, 2) for t, ok, seconds, _ in after if t >= back and seconds > 2]
     assert not slow, f"requests after the failover hung: {slow}"
     # The cluster still schedules and runs a new pod (on a node that is still alive).
     survivor = next(n for n in built.nodes if n != holder)
