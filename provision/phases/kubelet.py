@@ -45,6 +45,26 @@ def start_kubelet(ctx: UpContext, host: Host) -> bool:
     return True
 
 
+def refresh_pod_routes(ctx: UpContext, host: Host) -> bool:
+    """The bridge CNI's routes unit is a oneshot: a node holds the routes its commands named when
+    it last ran. Once sync has replaced its file (a node added to the cluster, or gone, changes
+    every node's routes) it runs again: systemd reloaded, the unit restarted (its commands are
+    idempotent: `ip route replace`, a NAT rule checked before it is added). Nothing else restarts,
+    no kubelet, pod or drain. Read from the host's facts (the unit file newer than the unit's
+    start): a run that failed between the write and this still leaves the next run to do it."""
+    from provision.render.cni.bridge import ROUTES_UNIT
+
+    if ctx.cluster.cni is not CNI.BRIDGE:
+        return False
+    unit = ctx.facts(host).units[ROUTES_UNIT.name]
+    if not (unit.running and unit.stale):
+        return False
+    check_run(ctx, host, f"systemctl daemon-reload && systemctl restart {ROUTES_UNIT.name}", f"re-running {ROUTES_UNIT.name}")
+    ctx.facts.forget(host)
+    ctx.say(host.name, f"{ROUTES_UNIT.name} run again: its unit file changed since it ran (routes to the cluster's nodes)", "changed")
+    return True
+
+
 def wait_node(ctx: UpContext, host: Host, timeout: float) -> dict:
     """The host's Node object, once its kubelet has registered it."""
     kubectl = ctx.kubectl()
@@ -62,6 +82,11 @@ def run_first_control_plane(ctx: UpContext) -> None:
     from provision.transport import fan_out
 
     host = ctx.cluster.first_control_plane
+    # Nodes in the cluster already whose routes to the other nodes' pods changed (bridge CNI) get them now.
+    joined = [h for h in ctx.cluster.nodes if ctx.joined(h)]
+    failed = [o for o in fan_out(joined, lambda h: refresh_pod_routes(ctx, h), parallel=ctx.options.parallel) if not o.ok]
+    if failed:
+        raise KubeprovError("running the pod routes again failed: " + "; ".join(o.error_text for o in failed))
     # A control plane whose kubelet starts now has (nearly always) an empty API: the object phases
     # then apply without reading first. Were its etcd older, apply still finds what exists.
     ctx.fresh_api = start_kubelet(ctx, host)
@@ -130,7 +155,10 @@ def ensure_mirror_pods(ctx: UpContext, host: Host) -> None:
 
     Before the restart the Node's Ready goes Unknown (true while no kubelet runs): a restarted
     kubelet reports a Node it last saw Ready only at its next status period (10 s), one that is
-    not Ready through its start-up fast path as soon as it is."""
+    not Ready through its start-up fast path as soon as it is. So do the mirror pods it has: the
+    restarted kubelet runs their startup and readiness probes again (Ready goes False, then True),
+    and until it posts that, the API still holds the old kubelet's Ready, which verify would take
+    for the new one's."""
     expected = set(expected_static_pods(ctx.cluster, host))
     wait_node(ctx, host, ctx.options.node_timeout)
     kubectl = ctx.kubectl(bootstrap=True)
@@ -143,9 +171,11 @@ def ensure_mirror_pods(ctx: UpContext, host: Host) -> None:
         if time.monotonic() > deadline:
             break
         time.sleep(0.5)  # a sync may be creating them right now
-    unknown = {"status": {"conditions": [{"type": "Ready", "status": "Unknown", "reason": "KubeletRestarting",
-                                          "message": "kubeprov restarts the kubelet to create its mirror pods"}]}}
-    kubectl.run("patch", "node", host.name, "--subresource=status", "--type=strategic", "-p", json.dumps(unknown))
+    unknown = json.dumps({"status": {"conditions": [{"type": "Ready", "status": "Unknown", "reason": "KubeletRestarting",
+                                                     "message": "kubeprov restarts the kubelet to create its mirror pods"}]}})
+    for kind, name in [("node", host.name)] + [("pod", pod) for pod in sorted(expected - missing)]:
+        kubectl.run("patch", kind, name, *(["-n", "kube-system"] if kind == "pod" else []), "--subresource=status",
+                    "--type=strategic", "-p", unknown)
     check_run(ctx, host, "systemctl restart kubelet", "restarting the kubelet")
     ctx.say(host.name, f"kubelet restarted to create the mirror pods of {', '.join(sorted(missing))}", "changed")
 
@@ -225,8 +255,25 @@ def _kubelet_plan(ctx: UpContext, host: Host) -> str:
     return f"start {' '.join(stopped)}" + ("" if facts.kubelet_binary else f" (no {KUBELET_BINARY} yet: prepare installs it)")
 
 
+def _routes_plan(ctx: UpContext, host: Host) -> str | None:
+    """refresh_pod_routes' plan: its unit file stale, or about to be replaced by sync."""
+    from provision.phases.files import pending
+    from provision.render.cni.bridge import ROUTES_UNIT
+
+    if ctx.cluster.cni is not CNI.BRIDGE or not ctx.pki_exists() or not ctx.joined(host):
+        return None
+    unit = ctx.facts(host).units[ROUTES_UNIT.name]
+    if unit.running and (unit.stale or any(c.path == str(ROUTES_UNIT) for c in pending(ctx, host, desired_tree(ctx, host)))):
+        return f"run {ROUTES_UNIT.name} again: its unit file changed (routes to the cluster's nodes)"
+    return None
+
+
 def plan_first_control_plane(ctx: UpContext):
     first = ctx.cluster.first_control_plane
+    for host in ctx.cluster.nodes:
+        line = _routes_plan(ctx, host)
+        if line:
+            yield host.name, line
     yield first.name, _kubelet_plan(ctx, first) + "; wait for its API server's /readyz"
     for worker in ctx.cluster.workers:
         if not ctx.joined(worker):
