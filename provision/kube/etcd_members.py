@@ -79,12 +79,18 @@ def members(transport, host: Host) -> list[Member]:
             for m in answer.get("members") or []]
 
 
+# How often a refused reconfiguration is asked again: each ask is one SSH command (~0.1 s), and a
+# join waits for it, so a short, nearly flat backoff (0.25, 0.5, then every 1 s) ends within a
+# second of etcd's 5 s settling window or a learner catching up, where 1, 2, 4 s overshot by seconds.
+SETTLE_WAIT = wait_exponential(multiplier=0.25, min=0.25, max=1)
+
+
 def _settling(error: BaseException) -> bool:
     # etcd refuses a reconfiguration until the last member to join has been connected for 5 s.
     return isinstance(error, EtcdRefused) and "unhealthy cluster" in str(error)
 
 
-@retry(retry=retry_if_exception(_settling), stop=stop_after_delay(60), wait=wait_exponential(min=0.5, max=4), reraise=True)
+@retry(retry=retry_if_exception(_settling), stop=stop_after_delay(60), wait=SETTLE_WAIT, reraise=True)
 def add_learner(transport, host: Host, peer_url: str) -> str:
     """`member add --learner` through the member on `host`; its member ID. A learner takes no part
     in quorum, so the cluster keeps its majority while the new member starts and catches up
@@ -99,7 +105,7 @@ def _catching_up(error: BaseException) -> bool:
         text in str(error) for text in ("in sync with leader", "not ready", "unhealthy cluster"))
 
 
-@retry(retry=retry_if_exception(_catching_up), stop=stop_after_delay(180), wait=wait_exponential(min=0.5, max=3), reraise=True)
+@retry(retry=retry_if_exception(_catching_up), stop=stop_after_delay(180), wait=SETTLE_WAIT, reraise=True)
 def promote(transport, host: Host, member_id: str) -> None:
     """Make a learner a voting member, once it has caught up with the leader."""
     _call(transport, host, "/v3/cluster/member/promote", {"ID": member_id})
@@ -117,7 +123,7 @@ def healthy(transport, host: Host) -> tuple[bool, str]:
         return False, said
 
 
-@retry(retry=retry_if_exception(_settling), stop=stop_after_delay(60), wait=wait_exponential(min=0.5, max=4), reraise=True)
+@retry(retry=retry_if_exception(_settling), stop=stop_after_delay(60), wait=SETTLE_WAIT, reraise=True)
 def remove(transport, host: Host, member_id: str) -> None:
     """`member remove` through the member on `host` (never the member being removed: a member
     that removes itself stops before it can answer). etcd refuses it while the cluster settles
