@@ -58,10 +58,37 @@ def mark_joined(ctx: UpContext, host: Host) -> None:
     ctx.marked_joined.add(host.name)
 
 
+def rolled_hosts(ctx: UpContext) -> list[Host]:
+    """Nodes of a running cluster whose files change: joined, their kubelet running, and files
+    that differ. They are rolled (provision/rolling.py), not pushed all at once: a config change
+    must not restart every control plane's API server together. A fresh cluster has none."""
+    if not ctx.pki_exists():
+        return []
+    return [h for h in ctx.cluster.nodes
+            if ctx.joined(h) and ctx.facts(h).units["kubelet"].running and pending(ctx, h, desired_tree(ctx, h))]
+
+
+def _roll(ctx: UpContext):
+    from provision.phases.context import fingerprint
+    from provision.phases.journal import HostJournal
+    from provision.rolling import Roll
+
+    journal = HostJournal.open(ctx.cluster_dir / ROLL_JOURNAL, "up:" + fingerprint(ctx.cluster))
+    return Roll(tree=lambda h: desired_tree(ctx, h)), journal
+
+
+ROLL_JOURNAL = "rolling.json"  # the hosts an interrupted roll of `up` finished, and what the others owe
+
+
 def run_sync(ctx: UpContext) -> None:
+    from provision import rolling
     from provision.transport import fan_out
 
-    outcomes = fan_out(ctx.cluster.hosts, lambda h: push_tree(ctx, h, desired_tree(ctx, h)), parallel=ctx.options.parallel)
+    spec, journal = _roll(ctx)
+    rolled = {h.name for h in rolled_hosts(ctx)} | {name for name in journal.hosts if not journal.done(name)}
+    rolled &= {h.name for h in ctx.cluster.nodes}
+    outcomes = fan_out([h for h in ctx.cluster.hosts if h.name not in rolled], lambda h: push_tree(ctx, h, desired_tree(ctx, h)),
+                       parallel=ctx.options.parallel)
     failed = [o for o in outcomes if not o.ok]
     for o in outcomes:
         if o.ok:
@@ -70,6 +97,10 @@ def run_sync(ctx: UpContext) -> None:
             ctx.say(o.host, o.error_text, "failed")
     if failed:
         raise KubeprovError(f"sync failed on {', '.join(o.host for o in failed)}: {failed[0].error_text}")
+    if rolled:
+        ctx.say("local", f"rolling {', '.join(sorted(rolled))}: control planes one at a time, workers drained in batches")
+        rolling.roll(ctx, [h for h in ctx.cluster.hosts if h.name in rolled], spec, journal)
+    journal.finish()
 
 
 def pending(ctx: UpContext, host: Host, tree: dict) -> list:
@@ -90,11 +121,18 @@ def plan_sync(ctx: UpContext):
         for host in ctx.cluster.hosts:
             yield host.name, "push its rendered files (manifests, kubeconfigs, PKI, HA, CNI) once certs exist"
         return
+    from provision import rolling
+
+    rolled = rolled_hosts(ctx)
     for host in ctx.cluster.hosts:
+        if host in rolled:
+            continue
         tree = desired_tree(ctx, host)
         found = pending(ctx, host, tree)
         yield host.name, f"{len(tree)} files: {len(found)} to change" if found else f"{len(tree)} files: unchanged"
         yield from _change_lines(host, found)
+    if rolled:
+        yield from rolling.plan_lines(ctx, rolled, _roll(ctx)[0])
 
 
 def plan_finalize(ctx: UpContext):

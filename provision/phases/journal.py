@@ -70,3 +70,51 @@ class Journal:
             return False
         path.unlink()
         return True
+
+
+@dataclass
+class HostJournal:
+    """Host-granular progress of a rolling change (provision/rolling.py) or an upgrade: per host
+    (or named step) "started" with what it still owes (e.g. a kubelet restart), then "done". Tied
+    to one key (the change being rolled: a spec fingerprint, a target version); another key starts
+    over. Kept until the caller finishes the whole roll, so an interrupted one resumes host by host."""
+
+    path: Path
+    key: str
+    hosts: dict[str, dict] = field(default_factory=dict)
+
+    @classmethod
+    def open(cls, path: Path, key: str) -> HostJournal:
+        path = Path(path)
+        if path.exists():
+            try:
+                data = json.loads(path.read_text())
+            except ValueError:
+                data = {}
+            if data.get("key") == key:
+                return cls(path, key, dict(data.get("hosts") or {}))
+        return cls(path, key)
+
+    @property
+    def resumed(self) -> bool:
+        return bool(self.hosts)
+
+    def done(self, name: str) -> bool:
+        return self.hosts.get(name, {}).get("state") == "done"
+
+    def owed(self, name: str) -> dict:
+        """What an interrupted run had started on `name` and not finished ({} when nothing)."""
+        entry = self.hosts.get(name, {})
+        return {} if entry.get("state") == "done" else dict(entry)
+
+    def mark(self, name: str, state: str, **data) -> None:
+        self.hosts[name] = {**self.hosts.get(name, {}), **data, "state": state}
+        self.save()
+
+    def save(self) -> None:
+        ensure_private_dir(self.path.parent)
+        data = {"key": self.key, "hosts": self.hosts}
+        atomic_write(self.path, (json.dumps(data, indent=2) + "\n").encode(), PRIVATE_FILE_MODE, replace=True)
+
+    def finish(self) -> None:
+        self.path.unlink(missing_ok=True)

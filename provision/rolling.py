@@ -1,0 +1,400 @@
+"""Rolling a change through a RUNNING cluster, host by host: the one mechanism that `up` (a config
+change on hosts that joined), `upgrade apply` (new binaries, images and manifests) and `certs
+renew` (new certificates and kubeconfigs) share.
+
+Control planes go one at a time: stacked etcd healthy first; the host's new binaries (the
+caller's `install`) and files (through the transport, the one writer: it keeps a backup of what
+it replaces); then what reads them restarted: a static pod whose manifest changed restarts by
+itself, one whose manifest is the same but that reads a changed file (a certificate, a
+kubeconfig, a config) is stopped and started again (its manifest moved out and back, as kubeadm
+advises), the kubelet restarted when its own files or binary changed; then the host waited for:
+its API server's /readyz, each of its static pods' mirror pod showing the manifest's containers
+and Ready (the new pod, not the old one still Ready), etcd healthy again. Workers go in bounded
+batches: cordoned and drained (evictions: PodDisruptionBudgets hold), rolled, uncordoned.
+
+Progress is journalled per host (provision/phases/journal.py: HostJournal): a host is "started"
+with what it still owes (a kubelet restart, a pod to restart) before anything on it changes, and
+"done" once it settled, so an interrupted roll resumes host by host and owes nothing it pushed.
+What to restart is decided here from the paths that change (`restarts`, pure).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import PurePosixPath
+
+import yaml
+
+from provision.config.models import Cluster, EtcdTopology, Host, Role
+from provision.errors import KubeprovError
+from provision.phases.journal import HostJournal
+from provision.render.kubelet import CONFIG_PATH, DROP_IN_PATH, FLAGS_ENV_PATH, KUBECONFIG, UNIT_PATH
+from provision.render.staticpod import MANIFESTS_DIR
+
+# What the kubelet reads itself (a restart of the kubelet, not of a pod, picks them up).
+KUBELET_FILES = frozenset(map(str, (CONFIG_PATH, FLAGS_ENV_PATH, UNIT_PATH, DROP_IN_PATH, KUBECONFIG)))
+MIRROR_STALE = 30.0  # seconds a mirror pod may lag its new manifest before the kubelet is restarted to sync it
+LB_SETTLE = 3.0  # seconds the other load balancers get to drop an API server (checks every 1 s, 2 to fall)
+BATCH = 1  # workers drained at once by default: one node's pods at a time need room elsewhere
+
+
+@dataclass(frozen=True)
+class Restarts:
+    """What must restart on a host for its changed files to take effect."""
+
+    kubelet: bool = False
+    manifests: tuple[str, ...] = ()  # static pods whose manifest changed: the kubelet restarts them
+    readers: tuple[str, ...] = ()  # static pods with the same manifest that read a changed file
+
+    def __bool__(self) -> bool:
+        return self.kubelet or bool(self.manifests) or bool(self.readers)
+
+    def merged(self, other: Restarts) -> Restarts:
+        return Restarts(self.kubelet or other.kubelet, tuple(sorted({*self.manifests, *other.manifests})),
+                        tuple(sorted({*self.readers, *other.readers})))
+
+    def said(self) -> str:
+        parts = [f"{', '.join(self.manifests)} restart with their new manifests"] if self.manifests else []
+        parts += [f"{', '.join(self.readers)} restarted (files they read changed)"] if self.readers else []
+        parts += ["kubelet restarted"] if self.kubelet else []
+        return "; ".join(parts) or "nothing to restart"
+
+
+def _static_pod(content: bytes) -> dict:
+    return yaml.safe_load(content) or {}
+
+
+def _host_paths(pod: dict) -> list[str]:
+    return [v["hostPath"]["path"].rstrip("/") for v in pod.get("spec", {}).get("volumes", []) if v.get("hostPath")]
+
+
+def static_pods(tree: dict) -> dict[str, dict]:
+    """The static pods in a host's tree: manifest path → the pod."""
+    return {str(p): _static_pod(f.content) for p, f in tree.items() if PurePosixPath(p).parent == MANIFESTS_DIR}
+
+
+def restarts(tree: dict, changed: Iterable[str], *, kubelet: bool = False) -> Restarts:
+    """What restarts for `changed` paths of a host whose desired files are `tree` (pure):
+    a changed manifest's pod (by itself), a pod whose hostPath volumes hold a changed file, the
+    kubelet for its own files (or `kubelet`: its binary changed)."""
+    changed = {str(p) for p in changed}
+    manifests, readers = [], []
+    for path, pod in static_pods(tree).items():
+        name = pod.get("metadata", {}).get("name", PurePosixPath(path).stem)
+        if path in changed:
+            manifests.append(name)
+        elif any(c == hp or c.startswith(hp + "/") for c in changed for hp in _host_paths(pod)):
+            readers.append(name)
+    return Restarts(kubelet or bool(changed & KUBELET_FILES), tuple(sorted(manifests)), tuple(sorted(readers)))
+
+
+def waves(cluster: Cluster, hosts: Iterable[Host], batch: int = BATCH) -> list[list[Host]]:
+    """The order a roll takes (pure): each control plane alone, in the cluster file's order, then
+    the workers in batches of at most `batch`. Hosts that are no node (external etcd) are not rolled."""
+    if batch < 1:
+        raise KubeprovError(f"a worker batch must be at least 1, not {batch}")
+    names = {h.name for h in hosts}
+    planes = [[h] for h in cluster.control_planes if h.name in names]
+    workers = [h for h in cluster.workers if h.name in names and not h.has(Role.CONTROL_PLANE)]
+    return planes + [workers[i:i + batch] for i in range(0, len(workers), batch)]
+
+
+@dataclass
+class Roll:
+    """What is rolled: each host's desired files, and optionally what installs first."""
+
+    tree: Callable[[Host], dict]  # the host's desired files (pushed through the transport)
+    install: Callable[[Host], bool] | None = None  # binaries and images before the files; True when the kubelet's changed
+    kubelet_version: str | None = None  # every rolled kubelet must report it (upgrade); else its kubelet restarts
+    batch: int = BATCH
+    drain_timeout: float = 300.0
+    force: bool = False  # drain pods no controller manages too
+    restart_all: bool = False  # restart every reader of the files even when the host's copies are current (a resumed renew)
+    done: set[str] = field(default_factory=set)
+
+
+def _node_version(kubectl, name: str) -> str:
+    result = kubectl.run("get", "node", name, "-o", "jsonpath={.status.nodeInfo.kubeletVersion}", check=False, timeout=60)
+    return result.stdout.strip() if result.ok else ""
+
+
+def _api_elsewhere(ctx, host: Host):
+    """kubectl on a control plane other than `host` whose API server answers (the host's own
+    API server may be restarting); the host itself when it is the only one."""
+    from provision.kube.kubectl import Kubectl
+
+    said = []
+    for cp in [c for c in ctx.cluster.control_planes if c.name != host.name] or [host]:
+        kubectl: Kubectl = ctx.kubectl(cp)
+        try:
+            ok, what = kubectl.ready()
+        except KubeprovError as error:
+            ok, what = False, str(error)
+        if ok:
+            return kubectl
+        said.append(f"{cp.name}: {what or 'no answer'}")
+    raise KubeprovError(f"{host.name}: no other control plane's API server answers ({'; '.join(said)}): "
+                        "a roll needs one to watch the host")
+
+
+def _containers(pod: dict) -> dict:
+    return {c["name"]: (c.get("image"), c.get("command"), c.get("args"))
+            for c in pod.get("spec", {}).get("containers", [])}
+
+
+def _ready(pod: dict) -> bool:
+    return any(c.get("type") == "Ready" and c.get("status") == "True" for c in pod.get("status", {}).get("conditions", []))
+
+
+def _started_since(pod: dict, since: float) -> bool:
+    import datetime as dt
+
+    for status in pod.get("status", {}).get("containerStatuses", []):
+        started = (status.get("state", {}).get("running") or {}).get("startedAt")
+        if not started or dt.datetime.fromisoformat(started.replace("Z", "+00:00")).timestamp() < since:
+            return False
+    return True
+
+
+def pods_behind(tree: dict, host: str, listed: dict, *, restarted: dict[str, float]) -> list[str]:
+    """The host's static pods whose mirror pod does not show the manifest's containers Ready yet
+    (pure; `listed`: kube-system's pods as JSON; `restarted`: pod name → epoch its restart began)."""
+    mirrors = {p["metadata"]["name"]: p for p in listed.get("items", [])}
+    behind = []
+    for pod in static_pods(tree).values():
+        name = pod["metadata"]["name"]
+        mirror = mirrors.get(f"{name}-{host}")
+        if mirror is None:
+            behind.append(f"{name} (no mirror pod)")
+        elif _containers(mirror) != _containers(pod):
+            behind.append(f"{name} (still the old pod)")
+        elif not _ready(mirror):
+            behind.append(f"{name} (not Ready)")
+        elif name in restarted and not _started_since(mirror, restarted[name]):
+            behind.append(f"{name} (not restarted yet)")
+    return behind
+
+
+def _wait_static_pods(ctx, host: Host, tree: dict, restarted: dict[str, float], kubelet_restarted: bool) -> None:
+    from provision.phases.context import check_run
+
+    if not static_pods(tree):
+        return
+    timeout = ctx.options.api_timeout
+    started = time.monotonic()
+    kicked = kubelet_restarted
+    while True:
+        kubectl = _api_elsewhere(ctx, host)
+        result = kubectl.run("get", "pods", "-n", "kube-system", f"--field-selector=spec.nodeName={host.name}", "-o", "json",
+                             check=False, timeout=60)
+        behind = pods_behind(tree, host.name, result.json("kubectl get pods") if result.ok else {}, restarted=restarted) \
+            if result.ok else ["(kube-system's pods not listed: " + result.summary() + ")"]
+        if not behind:
+            return
+        waited = time.monotonic() - started
+        if waited > timeout:
+            raise KubeprovError(f"{host.name}: its static pods did not come back with their new state within {timeout:g} s: "
+                                f"{', '.join(behind)}; see `journalctl -u kubelet` there")
+        if not kicked and waited > MIRROR_STALE and all("old pod" in b or "no mirror" in b for b in behind):
+            # A kubelet whose API server restarted under it may not sync a mirror pod until its resync:
+            # a restart syncs every pod at once (containers keep running).
+            check_run(ctx, host, "systemctl restart kubelet", "restarting the kubelet")
+            ctx.say(host.name, f"kubelet restarted: mirror pods still behind after {waited:.0f}s ({', '.join(behind)})", "changed")
+            kicked = True
+        time.sleep(1)
+
+
+BOUNCE_DIR = "/etc/kubernetes/kubeprov-restarting"
+
+# Moves a static pod's manifest out (the kubelet stops the pod) and, once its process is gone,
+# back (the kubelet starts it again): kubeadm's advice for a pod whose certificates changed.
+_BOUNCE = r"""
+set -e
+manifest=$1 name=$2 aside=$3/$(basename "$1")
+mkdir -p "$3"
+[ -e "$manifest" ] && mv -f -- "$manifest" "$aside"
+for i in $(seq 120); do pgrep -f "(^|/)$name( |$)" >/dev/null || break; sleep 0.5; done
+mv -f -- "$aside" "$manifest"
+date +%s
+"""
+
+
+def _bounce(ctx, host: Host, tree: dict, names: Iterable[str]) -> dict[str, float]:
+    """Restart each named static pod of `host` (manifest unchanged); when each restart began."""
+    from provision.transport import remote
+
+    began = {}
+    for path, pod in static_pods(tree).items():
+        name = pod["metadata"]["name"]
+        if name not in names:
+            continue
+        command = (pod["spec"]["containers"][0].get("command") or [name])[0].rsplit("/", 1)[-1]
+        result = ctx.transport.run(host, remote.script(_BOUNCE, path, command, BOUNCE_DIR), timeout=120)
+        if not result.ok:
+            raise KubeprovError(f"{host.name}: restarting {name} failed (exit {result.exit_code}): {result.summary()}")
+        began[name] = float(result.stdout.split()[-1])
+        ctx.say(host.name, f"{name} restarted (its manifest moved out and back)", "changed")
+    return began
+
+
+# While a control plane's API server restarts, new connections to it from other hosts are reset
+# (the other load balancers' checks fail at once and drop it; a request they send meanwhile is
+# refused and redispatched) instead of reaching an API server that answers /readyz with 500 as it
+# shuts down. Connections from the host itself (its kubelet, its probes, its own load balancer)
+# and those already open are left alone.
+_LB_OUT = r"""
+rule="INPUT -p tcp -d $1 --dport $2 --syn ! -s $1 -m comment --comment kubeprov-roll -j REJECT --reject-with tcp-reset"
+for t in iptables iptables-legacy iptables-nft; do command -v $t >/dev/null || continue
+  while $t -D $rule 2>/dev/null; do :; done
+  [ "$3" = out ] && $t -I $rule
+done; true
+"""
+
+
+def _load_balancers(ctx, host: Host, state: str) -> None:
+    """`out`: other hosts' new connections to the host's API server reset; `in`: taken back."""
+    from provision.transport import remote
+
+    ctx.transport.run(host, remote.script(_LB_OUT, host.advertise_address, str(ctx.cluster.api_server_port), state), timeout=60)
+
+
+def _etcd_healthy(ctx, when: str) -> None:
+    from provision.kube import etcd_members
+
+    if ctx.cluster.etcd.topology is not EtcdTopology.STACKED:
+        return
+    timeout = ctx.options.api_timeout
+    unhealthy = etcd_members.wait_healthy(ctx.transport, ctx.cluster.control_planes, timeout=timeout, parallel=ctx.options.parallel)
+    if unhealthy:
+        name, said = unhealthy
+        raise KubeprovError(f"{name}: etcd is not healthy {when} (after {timeout:g} s; /health: {said or 'no answer'}): "
+                            "the roll stops here; run the command again once it is")
+
+
+def _roll_host(ctx, host: Host, roll: Roll, journal: HostJournal | None) -> None:
+    """Install, push, restart, settle one host (its wave's drain and etcd checks are the caller's)."""
+    from provision.phases.context import check_run
+    from provision.phases.files import pending, push_tree
+
+    owed = journal.owed(host.name) if journal else {}
+    kubelet = bool(roll.install(host)) if roll.install else False
+    if roll.install:
+        ctx.facts.forget(host)
+    tree = roll.tree(host)
+    found = [c.path for c in pending(ctx, host, tree) if c.what != "mode"]
+    why = restarts(tree, found, kubelet=kubelet).merged(
+        Restarts(bool(owed.get("kubelet")), tuple(owed.get("manifests", ())), tuple(owed.get("readers", ()))))
+    if roll.kubelet_version and host in ctx.cluster.nodes and _node_version(_api_elsewhere(ctx, host), host.name) != roll.kubelet_version:
+        why = why.merged(Restarts(kubelet=True))
+    if journal:
+        journal.mark(host.name, "started", kubelet=why.kubelet, manifests=list(why.manifests), readers=list(why.readers))
+    api_restarts = host.has(Role.CONTROL_PLANE) and ("kube-apiserver" in why.manifests or "kube-apiserver" in why.readers)
+    if api_restarts:
+        _load_balancers(ctx, host, "out")
+        time.sleep(LB_SETTLE)
+    changes = push_tree(ctx, host, tree)
+    if changes:
+        ctx.say(host.name, f"{len(changes)} files replaced (backups kept on the host): "
+                           + ", ".join(c.path for c in changes[:5]) + (" …" if len(changes) > 5 else ""), "changed")
+    restarted = _bounce(ctx, host, tree, why.readers) if why.readers else {}
+    if why.kubelet:
+        check_run(ctx, host, "systemctl daemon-reload && systemctl restart kubelet", "restarting the kubelet")
+        ctx.say(host.name, "kubelet restarted", "changed")
+    if host.has(Role.CONTROL_PLANE) and any(p["metadata"]["name"] == "kube-apiserver" for p in static_pods(tree).values()):
+        seconds = ctx.kubectl(host).wait_ready(ctx.options.api_timeout)
+        ctx.say(host.name, f"its API server answers /readyz ({seconds:.1f}s)")
+    _wait_static_pods(ctx, host, tree, restarted, why.kubelet)
+    if api_restarts or owed:
+        _load_balancers(ctx, host, "in")
+    if host in ctx.cluster.nodes:
+        _wait_node(ctx, host, roll.kubelet_version)
+    if why:
+        ctx.say(host.name, f"settled: {why.said()}", "changed")
+
+
+def _wait_node(ctx, host: Host, version: str | None) -> None:
+    timeout = ctx.options.node_timeout
+    started = time.monotonic()
+    while True:
+        kubectl = _api_elsewhere(ctx, host)
+        result = kubectl.run("get", "node", host.name, "-o", "json", check=False, timeout=60)
+        node = result.json("kubectl get node") if result.ok else {}
+        ready = _ready(node) if node else False
+        reports = node.get("status", {}).get("nodeInfo", {}).get("kubeletVersion", "") if node else ""
+        if ready and (version is None or reports == version):
+            return
+        if time.monotonic() - started > timeout:
+            raise KubeprovError(f"{host.name}: its Node is not Ready" + (f" at {version} (reports {reports or 'nothing'})" if version else "")
+                                + f" after {timeout:g} s; see `journalctl -u kubelet` there")
+        time.sleep(1)
+
+
+def needs_roll(ctx, host: Host, roll: Roll, journal: HostJournal | None) -> bool:
+    """Whether `host` has anything to roll: files that differ, a journalled debt, or (roll.install /
+    kubelet_version) the caller's own check through `install`'s currency."""
+    from provision.phases.files import pending
+
+    if journal and journal.done(host.name):
+        return False
+    if journal and journal.owed(host.name):
+        return True
+    if roll.install or roll.kubelet_version or roll.restart_all:
+        return True
+    return bool(pending(ctx, host, roll.tree(host)))
+
+
+def roll(ctx, hosts: list[Host], roll: Roll, journal: HostJournal | None = None) -> list[str]:
+    """Roll `hosts` (see the module's docstring); the names rolled, in order."""
+    from provision.day2.node import drain
+    from provision.transport import fan_out
+
+    rolled = []
+    for wave in waves(ctx.cluster, hosts, roll.batch):
+        wave = [h for h in wave if needs_roll(ctx, h, roll, journal)]
+        if not wave:
+            continue
+        if wave[0].has(Role.CONTROL_PLANE):
+            (host,) = wave
+            _etcd_healthy(ctx, f"before {host.name} is rolled")
+            _roll_host(ctx, host, roll, journal)
+            _etcd_healthy(ctx, f"after {host.name} was rolled")
+        else:
+            kubectl = _api_elsewhere(ctx, wave[0])
+            for host in wave:
+                if journal:
+                    journal.mark(host.name, "started")
+                lines = drain(kubectl, host.name, timeout=roll.drain_timeout, force=roll.force, gone=False)
+                evicted = [line for line in lines if line.startswith("pod/") and line.endswith(" evicted")]
+                ctx.say(host.name, f"cordoned and drained ({len(evicted)} pods evicted)", "changed")
+            failed = [o for o in fan_out(wave, lambda h: _roll_host(ctx, h, roll, journal), parallel=ctx.options.parallel) if not o.ok]
+            if failed:
+                raise KubeprovError("rolling workers failed (they stay cordoned): "
+                                    + "; ".join(f"{o.host}: {o.error_text}" for o in failed))
+            for host in wave:
+                kubectl.run("uncordon", host.name, timeout=60)
+                ctx.say(host.name, "uncordoned", "changed")
+        for host in wave:
+            if journal:
+                journal.mark(host.name, "done")
+            rolled.append(host.name)
+    return rolled
+
+
+def plan_lines(ctx, hosts: list[Host], roll: Roll) -> Iterable[tuple[str, str]]:
+    """(host, line) of what `roll` would do, from the hosts' facts (no change)."""
+    from provision.phases.files import pending
+
+    for wave in waves(ctx.cluster, hosts, roll.batch):
+        for host in wave:
+            tree = roll.tree(host)
+            found = pending(ctx, host, tree)
+            why = restarts(tree, [c.path for c in found if c.what != "mode"])
+            head = "one control plane at a time: etcd healthy, " if host.has(Role.CONTROL_PLANE) else \
+                f"in a batch of {len(wave)}: cordon, drain, "
+            yield host.name, head + (f"replace {len(found)} files" if found else "no file changes") \
+                + f"; {why.said()}; wait for it" + ("; uncordon" if not host.has(Role.CONTROL_PLANE) else "")
+            verbs = {"created": "create", "content": "replace", "mode": "chmod/chown"}
+            for change in found:
+                yield host.name, f"{verbs[change.what]} {change.path}"
