@@ -100,8 +100,10 @@ def http_answer(output: str) -> tuple[int, str]:
 # read, then the systemd units to describe; the paths whose states are wanted come on stdin.
 # Printed, each part ended by a "=" line: "y"/"n" per tested path; per read file its bytes in
 # base64 on one line, or "-" when it cannot be read; `systemctl show` of the units (nothing on a
-# host without systemd: its units read as not running, and the phase that needs one says so);
-# then the file states as file_states() prints them.
+# host without systemd: its units read as not running, and the phase that needs one says so),
+# each unit whose unit file is newer than its last start marked "Stale=yes" (a oneshot's
+# commands changed since they ran: sync replaced its file); then the file states as
+# file_states() prints them.
 _PROBE = r"""
 n=$1; shift
 while [ "$n" -gt 0 ]; do if [ -e "$1" ]; then echo y; else echo n; fi; shift; n=$((n - 1)); done
@@ -109,7 +111,20 @@ echo =
 n=$1; shift
 while [ "$n" -gt 0 ]; do if [ -r "$1" ]; then base64 -w0 < "$1" || exit 1; echo; else echo -; fi; shift; n=$((n - 1)); done
 echo =
-if [ $# -gt 0 ]; then systemctl show -p Id -p ActiveState -p UnitFileState -- "$@" 2>/dev/null; fi
+stale() {
+  if [ -n "$f" ] && [ -n "$t" ] && [ -e "$f" ]; then s=$(date -d "$t" +%s 2>/dev/null) && [ "$(stat -c %Y -- "$f")" -gt "$s" ] && echo Stale=yes; fi
+  f= t=
+}
+if [ $# -gt 0 ]; then
+  systemctl show -p Id -p ActiveState -p UnitFileState -p FragmentPath -p ActiveEnterTimestamp -- "$@" 2>/dev/null | {
+    f= t=
+    while IFS= read -r l; do
+      case $l in FragmentPath=*) f=${l#*=} ;; ActiveEnterTimestamp=*) t=${l#*=} ;; "") stale ;; esac
+      echo "$l"
+    done
+    stale
+  }
+fi
 echo =
 """ + _STATES
 
@@ -122,6 +137,7 @@ def probe(exists: list[str], read: list[str], units: list[str]) -> str:
 class UnitState:
     active: str  # systemd's ActiveState: "active", "inactive", "failed", ...
     enabled: str  # UnitFileState: "enabled", "disabled", "" for a unit that does not exist
+    stale: bool = False  # its unit file is newer than its last start: changed since the unit started
 
     @property
     def running(self) -> bool:
@@ -165,7 +181,7 @@ def parse_probe(output: str, exists: list[str], read: list[str], units: list[str
     unit_states = {}
     for unit in units:
         d = described.get(unit) or described.get(f"{unit}.service", {})
-        unit_states[unit] = UnitState(d.get("ActiveState", "inactive"), d.get("UnitFileState", ""))
+        unit_states[unit] = UnitState(d.get("ActiveState", "inactive"), d.get("UnitFileState", ""), d.get("Stale") == "yes")
     return Probed(
         exists={path: line == "y" for path, line in zip(exists, tested)},
         contents={path: None if line == "-" else base64.b64decode(line) for path, line in zip(read, contents)},
