@@ -1,11 +1,14 @@
-"""`kubeprov etcd backup` / `etcd restore` on a real cluster: real Kubernetes v1.28 binaries, the etcd
-image (Debian's real 3.4) as a static pod, on a 1-control-plane + 2-worker nspawn lab.
+"""`kubeprov etcd backup` / `etcd restore` on a real cluster: real Kubernetes v1.28 binaries and
+Debian's real etcd 3.4, on nspawn labs of two topologies: stacked etcd (1 control plane + 2 workers,
+etcd a static pod) and external etcd (3 members of their own, systemd units; 1 control plane + 1
+worker).
 
 Needs KUBEPROV_E2E_BUNDLE=DIR (see tests/e2e/test_up_e2e.py, whose bundle fixture and helpers this
 module reuses); without it every test here skips, saying why.
 
 1. Same hosts: ConfigMaps made, backup, then ConfigMaps made, changed and deleted after it; restore:
-   exactly the snapshot's ConfigMaps are there, with the snapshot's contents, every node Ready again.
+   exactly the snapshot's ConfigMaps are there, with the snapshot's contents, every node Ready again,
+   every member's old data kept aside.
 2. Fresh hosts: the lab is destroyed, a new lab boots (new machines, a new cluster directory);
    one `etcd restore --lab --bundle` seeds etcd and builds the cluster: every object the snapshot
    held (count and content of the test's ConfigMaps; every ConfigMap and Secret of the snapshot by
@@ -32,21 +35,27 @@ pytestmark = [
                                           "no registry here ships them, so the e2e suite needs a bundle built beforehand"),
 ]
 
-TOPOLOGY = "1cp-2workers"
-LABS = ("bk1", "bk2")  # the first cluster, and the fresh hosts it is restored onto
+# topology → its labs: the first cluster, and the fresh hosts it is restored onto
+LABS = {"1cp-2workers": ("bk1", "bk2"), "external-etcd": ("bx1", "bx2")}
 LABEL = "kubeprov-e2e=etcd-backup"
 
 
-def _lab(name: str, bundle_dir: Path, tmp: Path) -> Built:
+def _lab(topology_name: str, name: str, bundle_dir: Path, tmp: Path) -> Built:
     from provision.lab import lifecycle
 
-    topology = TOPOLOGIES[TOPOLOGY]
+    topology = TOPOLOGIES[topology_name]
     info = lifecycle.up(name, topology.hosts, control_planes=topology.control_planes)
-    doc = cluster_document(TOPOLOGY, info.cluster_file, info.hosts, version=_kubernetes_version(bundle_dir), bundle=bundle_dir,
+    doc = cluster_document(topology_name, info.cluster_file, info.hosts, version=_kubernetes_version(bundle_dir), bundle=bundle_dir,
                            cluster_dir=tmp / "cluster")
     path = tmp / "cluster.yaml"
     path.write_text(yaml.safe_dump(doc, sort_keys=False))
-    return Built(TOPOLOGY, path, info, bundle_dir, doc)
+    return Built(topology_name, path, info, bundle_dir, doc)
+
+
+def _members(built: Built) -> list[str]:
+    """The hosts that hold an etcd data directory: the control planes (stacked) or the etcd hosts."""
+    etcd_hosts = [h["name"] for h in built.doc["hosts"] if "etcd" in h["roles"]]
+    return etcd_hosts or built.control_planes
 
 
 def _down(name: str) -> None:
@@ -56,22 +65,29 @@ def _down(name: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def state() -> dict:
+def states() -> dict:
     return {}
 
 
-@pytest.fixture(scope="module")
-def first(bundle, tmp_path_factory):  # noqa: F811
+@pytest.fixture(scope="module", params=list(LABS))
+def first(request, bundle, tmp_path_factory):  # noqa: F811
     reason = unavailable_reason()
     if reason:
         pytest.skip(reason)
+    name = LABS[request.param][0]
     try:
-        built = _lab(LABS[0], bundle, tmp_path_factory.mktemp(LABS[0]))
+        built = _lab(request.param, name, bundle, tmp_path_factory.mktemp(name))
         code, out, err, seconds = built.up()
         assert code == 0, f"up failed ({seconds:.0f} s):\n{out[-6000:]}\n{err}"
         yield built
     finally:
-        _down(LABS[0])
+        _down(name)
+
+
+@pytest.fixture
+def state(first, states) -> dict:
+    """What the same-hosts test leaves for the fresh-hosts one, per topology."""
+    return states.setdefault(first.topology, {})
 
 
 def _configmaps(built: Built, timeout: float = 120) -> dict[str, dict]:
@@ -119,7 +135,7 @@ def test_restore_on_the_same_hosts_gives_exactly_the_snapshots_objects(first, st
     recorded = {"configmaps": _names(built, "configmaps"), "secrets": _names(built, "secrets")}
 
     out_dir = tmp_path_factory.mktemp("backups")
-    archive = out_dir / "bk1.tar.gz"
+    archive = out_dir / f"{built.topology}.tar.gz"
     code, out, err = run_cli("etcd", "backup", "-c", built.cluster_file, "-o", archive, timeout=300)
     assert code == 0, out + err
     assert out.strip() == str(archive)
@@ -137,17 +153,18 @@ def test_restore_on_the_same_hosts_gives_exactly_the_snapshots_objects(first, st
     code, out, err = run_cli("etcd", "restore", archive, "-c", built.cluster_file, "--yes", timeout=900)
     seconds = time.monotonic() - started
     assert code == 0, out + err
-    print(f"[e2e] etcd restore on the same hosts: {seconds:.1f} s\n{err}")
+    print(f"[e2e] etcd restore on the same hosts ({built.topology}): {seconds:.1f} s\n{err}")
 
     assert _configmaps(built) == before  # exactly the snapshot's: after-* gone, before-2 as it was, before-5 back
     assert recorded["configmaps"] <= _names(built, "configmaps")
     assert recorded["secrets"] <= _names(built, "secrets")
     _wait_nodes_ready(built)
-    cp = built.control_planes[0]
-    aside = built.ssh(cp, "ls -d /var/lib/etcd.before-restore-*/member").stdout.decode().split()
-    assert len(aside) == 1  # the old data kept, not deleted
-    left = built.ssh(cp, "ls -A /var/lib/kubeprov/etcd-restore/manifests").stdout.decode().split()
-    assert left == []  # every stashed manifest back in place
+    for member in _members(built):  # each member's old data kept, not deleted
+        aside = built.ssh(member, "ls -d /var/lib/etcd.before-restore-*/member").stdout.decode().split()
+        assert len(aside) == 1, f"{member}: {aside}"
+    for cp in built.control_planes:
+        left = built.ssh(cp, "ls -A /var/lib/kubeprov/etcd-restore/manifests").stdout.decode().split()
+        assert left == [], f"{cp}: {left}"  # every stashed manifest back in place
     # The API keeps working: a write after the restore is read back.
     _apply_configmap(built, "after-restore", {"ok": "yes"})
     assert _configmaps(built)["after-restore"] == {"ok": "yes"}
@@ -158,9 +175,10 @@ def test_restore_on_the_same_hosts_gives_exactly_the_snapshots_objects(first, st
 def test_restore_onto_a_new_lab_brings_every_object_back(first, state, bundle, tmp_path_factory):  # noqa: F811
     if "archive" not in state:
         pytest.skip("the same-hosts test made no backup")
-    _down(LABS[0])  # the old machines are gone
+    old, new = LABS[first.topology]
+    _down(old)  # the old machines are gone
     try:
-        built = _lab(LABS[1], bundle, tmp_path_factory.mktemp(LABS[1]))
+        built = _lab(first.topology, new, bundle, tmp_path_factory.mktemp(new))
         assert not Path(built.doc["clusterDir"]).exists()  # a new cluster directory: the CAs come from the backup
         code, out, err = run_cli("etcd", "restore", "--dry-run", state["archive"], "-c", built.cluster_file)
         assert code == 0 and "fresh" in err and out.strip() == "dry run: nothing was changed", out + err
@@ -169,10 +187,10 @@ def test_restore_onto_a_new_lab_brings_every_object_back(first, state, bundle, t
                                  "--yes", timeout=1800)
         seconds = time.monotonic() - started
         assert code == 0, out[-3000:] + err[-6000:]
-        print(f"\n[e2e] etcd restore onto a new lab (seed + up): {seconds:.1f} s; {out.strip()}")
+        print(f"\n[e2e] etcd restore onto a new lab ({first.topology}; seed + up): {seconds:.1f} s; {out.strip()}")
         assert _configmaps(built) == state["before"]  # count and content
         assert state["recorded"]["configmaps"] <= _names(built, "configmaps")
         assert state["recorded"]["secrets"] <= _names(built, "secrets")
         _wait_nodes_ready(built)
     finally:
-        _down(LABS[1])
+        _down(new)
