@@ -59,13 +59,26 @@ def mark_joined(ctx: UpContext, host: Host) -> None:
 
 
 def rolled_hosts(ctx: UpContext) -> list[Host]:
-    """Nodes of a running cluster whose files change: joined, their kubelet running, and files
-    that differ. They are rolled (provision/rolling.py), not pushed all at once: a config change
-    must not restart every control plane's API server together. A fresh cluster has none."""
+    """Nodes of a running cluster whose file changes restart something there: joined, their
+    kubelet running, and files that differ whose readers restart (the kubelet, a static pod:
+    rolling.restarts). They are rolled (provision/rolling.py), not pushed all at once: a config
+    change must not restart every control plane's API server together. A change that restarts
+    nothing is pushed in place as on any host: the bridge CNI's routes unit when a node is added
+    (run again by the control-plane phase: kubelet.refresh_pod_routes) would otherwise drain every
+    worker and move its pods for nothing. A fresh cluster has none."""
+    from provision.rolling import restarts
+
     if not ctx.pki_exists():
         return []
-    return [h for h in ctx.cluster.nodes
-            if ctx.joined(h) and ctx.facts(h).units["kubelet"].running and pending(ctx, h, desired_tree(ctx, h))]
+    found = []
+    for host in ctx.cluster.nodes:
+        if not (ctx.joined(host) and ctx.facts(host).units["kubelet"].running):
+            continue
+        tree = desired_tree(ctx, host)
+        changed = [c.path for c in pending(ctx, host, tree) if c.what != "mode"]
+        if changed and restarts(tree, changed):
+            found.append(host)
+    return found
 
 
 def _roll(ctx: UpContext):
