@@ -1,4 +1,4 @@
-"""`kubeprov upgrade …`: plan now (apply: issue 13)."""
+"""`kubeprov upgrade …`: plan (what would change, and whether it may) and apply (roll the cluster to it)."""
 
 from __future__ import annotations
 
@@ -34,7 +34,8 @@ def register_upgrade_commands(app: typer.Typer) -> None:
         pods, kube-proxy), checks them against Kubernetes' version skew policy and kubeadm's rules
         (the control plane moves one minor at a time, never down a minor; kubelets at most three minors
         behind; etcd to the target minor's, never down), and lists per host the files `up` would change
-        at that version and what prepare would install. Exits 1 when the upgrade is not allowed.
+        at that version and what prepare would install. Exits 1 when the upgrade is not allowed;
+`upgrade apply` makes it.
 
         Example: kubeprov upgrade plan -c cluster.yaml --version v1.28.7
         """
@@ -65,3 +66,56 @@ def register_upgrade_commands(app: typer.Typer) -> None:
                 out.print(f"not allowed: {line}", soft_wrap=True)
         if result.problems:
             raise typer.Exit(1)
+
+    @upgrade_app.command("apply")
+    def upgrade_apply(
+        target: Annotated[str, typer.Option("--version", help="The version to upgrade to: the cluster file's kubernetesVersion must say it.")],
+        config: ConfigOpt = None,
+        inventory: InventoryOpt = None,
+        cluster_dir: ClusterDirOpt = None,
+        known_hosts: KnownHostsOpt = None,
+        trust_on_first_use: TofuOpt = False,
+        dry_run: Annotated[bool, typer.Option("--dry-run", help="List per host what it would do; change nothing.")] = False,
+        batch: Annotated[int, typer.Option("--batch", min=1, help="Workers drained and upgraded at once.")] = 1,
+        drain_timeout: Annotated[float, typer.Option("--drain-timeout", min=1, help="Seconds a worker's drain may take.")] = 300.0,
+        force: Annotated[bool, typer.Option("--force", help="Drain pods no controller manages too (they are deleted).")] = False,
+        lab: Annotated[bool, typer.Option("--lab", help="The hosts are kubeprov lab containers (as `up --lab`).")] = False,
+        timeout: Annotated[float, typer.Option("--timeout", min=1, help="Seconds to wait for an API server, a static pod or a node.")] = 300.0,
+    ) -> None:
+        """Roll the running cluster to --version, which the cluster file's kubernetesVersion (and its artifact source) must already have.
+
+        Refused, naming why, with nothing changed: the file says another version, upgrade plan's skew or
+        upgrade rules say no, or the offline bundle lacks the version's binaries or images. Otherwise: an
+        etcd snapshot (CLUSTER_DIR/etcd-backups/), then the control planes one at a time (stacked etcd
+        healthy before and after each; prepare's roles on that host install the new binaries and images,
+        the new manifests are pushed with a backup of each replaced file, the kubelet restarted, its static
+        pods waited for with the new manifests Ready), then the workers in batches (cordon, drain, new
+        kubelet, uncordon), then the cluster objects (kubeadm-config, kube-proxy). Each step is journalled:
+        an interrupted apply continues where it stopped when run again.
+
+        Example: kubeprov upgrade apply -c cluster.yaml --version v1.28.7
+        """
+        from provision.phases.context import UpContext, UpOptions
+        from provision.phases.runner import Reporter
+        from provision.transport import DEFAULT_KNOWN_HOSTS, Options, Transport
+        from provision.upgrade.apply import Upgrade, apply, check, plan_lines
+
+        cluster = load_for_command(config, inventory, cluster_dir)
+        width = max(len(h.name) for h in cluster.hosts + [type("L", (), {"name": "local"})()])
+
+        class Lines(Reporter):
+            def host_line(self, step, host, status, text):
+                out.print(f"{host:<{width}}  {status:<8}  {text}", soft_wrap=True)
+
+        hosts_file = known_hosts or DEFAULT_KNOWN_HOSTS
+        with Transport(Options(known_hosts=hosts_file, trust_on_first_use=trust_on_first_use)) as transport:
+            ctx = UpContext(cluster, UpOptions(known_hosts=hosts_file, lab=lab, api_timeout=timeout, node_timeout=timeout,
+                                               bundle=None), transport, Lines())
+            check(ctx, target)
+            upgrade = Upgrade(ctx, cluster.kubernetes_version, batch=batch, drain_timeout=drain_timeout, force=force)
+            if dry_run:
+                for host, line in plan_lines(upgrade):
+                    out.print(f"{host:<{width}}  {line}", soft_wrap=True)
+                out.print("dry run: nothing was changed", soft_wrap=True)
+                return
+            apply(upgrade)
