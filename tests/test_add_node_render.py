@@ -55,10 +55,13 @@ def test_adding_a_worker_changes_no_other_hosts_files_but_the_bridge_routes(make
               for path in sorted(set(tree) | set(trees_after[host])) if tree.get(path) != trees_after[host].get(path)}
     routes = {f"{h.name}: {ROUTES_UNIT}" for h in load_cluster(make_cluster(cni=cni, **spec), None).nodes} if cni == "bridge" else set()
     assert differ == routes
-    if cni == "bridge":  # the one change: a route to the new node's pod CIDR, via its address
+    if cni == "bridge":  # the one change: a route to the new node's pod CIDR, via its address (kept, not pruned)
         for host in {d.split(":")[0] for d in routes}:
             added = set(trees_after[host][ROUTES_UNIT].content.decode().splitlines()) \
                 - set(trees_before[host][ROUTES_UNIT].content.decode().splitlines())
-            assert len(added) == 1 and f"via {NEW['internalAddress']}" in added.pop(), host
+            (route,) = [line for line in added if "route replace" in line]
+            (prune,) = [line for line in added if "route del" in line]
+            assert added == {route, prune} and f"via {NEW['internalAddress']}" in route, host
+            assert f"-e {route.split()[4]} " in prune, host
     assert objects_after == objects_before
     assert {h: applied_after[h] for h in applied_before} == applied_before  # prepare stays a no-op on them

@@ -21,6 +21,7 @@ from provision.day2.node import plan_remove
 from provision.day2.reset import Refused, majority, plan_reset, quorum_problem
 from provision.errors import ConfigError
 from provision.phases.facts import JOINED_MARKER
+from provision.render.cni.bridge import ROUTES_PROTO
 from provision.transport import remote
 
 EXTERNAL = {"hosts": hosts(1, 1) + [{"name": f"e{i}", "address": f"192.0.2.{50 + i}", "roles": ["etcd"]} for i in (1, 2, 3)],
@@ -242,6 +243,9 @@ ip link set lo up
 ip link add cni0 type bridge && ip link set cni0 up
 ip link add veth1234abcd type veth peer name podside && ip link set veth1234abcd master cni0
 ip link add eth0 type veth peer name uplink0
+ip addr add 10.213.0.5/24 dev eth0 && ip link set eth0 up && ip link set uplink0 up
+ip route add 10.244.1.0/24 via 10.213.0.6 proto 77
+ip route add 10.99.0.0/24 via 10.213.0.6 proto static
 ip link add keepme type bridge
 ip link add flannel.1 type vxlan id 1 dstport 8472
 iptables-nft -t nat -N KUBE-SERVICES && iptables-nft -t nat -A PREROUTING -j KUBE-SERVICES
@@ -260,6 +264,7 @@ echo joined > "$1/joined"
 
 REPORT = r"""
 echo "links: $(ip -o link show | awk -F': ' '{ sub(/@.*/, "", $2); print $2 }' | sort | tr '\n' ' ')"
+echo "routes: $(ip -4 -o route show | cut -d' ' -f1 | sort | tr '\n' ' ')"
 echo "chains: $(iptables-nft-save | grep '^:' | cut -d' ' -f1 | sort | tr '\n' ' ')"
 echo "rules: $(iptables-nft-save | grep -c '^-A')"
 echo "mounts: $(awk -v d="$1/" 'index($5, d) == 1 { print $5 }' /proc/self/mountinfo | sed "s|$1/||" | sort | tr '\n' ' ')"
@@ -309,6 +314,8 @@ def test_the_teardown_script_for_real_in_namespaces_of_its_own(tmp_path):
     assert "delete interface veth1234abcd (a pod's veth on cni0)" in said and "delete interface cni0" in said
     assert "delete interface flannel.1" in said and "keepme" not in said and "eth0" not in said
     assert "flush and delete 3 KUBE-* chains and the 3 rules in or into them (iptables, nft)" in said
+    assert f"delete the routes to other nodes' pod CIDRs (IPv4, proto {ROUTES_PROTO}: the bridge CNI's)" in said
+    assert "10.244.1.0/24" in _field(report, "routes"), "plan mode changed something"
     assert ":KUBE-SERVICES" in report and "kube-apiserver.yaml" in report, "plan mode changed something"
 
     applied = _in_namespaces(root, remote.reset_host(True, **args), bindir)
@@ -318,6 +325,7 @@ def test_the_teardown_script_for_real_in_namespaces_of_its_own(tmp_path):
     assert sorted(_field(out, "links")) == ["eth0", "keepme", "lo", "uplink0"]  # a veth not on cni0 is no pod's: kept
     chains = _field(out, "chains")
     assert not [c for c in chains if c.startswith(":KUBE-")] and ":CNI-KEEP" in chains and ":INPUT" in chains, chains
+    assert _field(out, "routes") == ["10.213.0.0/24", "10.99.0.0/24"]  # kubeprov's node route gone, another's kept
     assert _field(out, "rules") == ["2"]  # the ACCEPT on INPUT and the jump to CNI-KEEP stay
     assert _field(out, "mounts") == ["data"]  # the mount point itself stays, emptied
     # What stays: the mount point and the watched directory, emptied; the static pod directory, made again empty.

@@ -263,9 +263,13 @@ def test_bridge_files_per_node():
         assert conflist["plugins"][0]["bridge"] == "cni0"
         assert conflist["plugins"][0]["ipam"]["ranges"] == [[{"subnet": str(cidrs[host.name])}]]
         unit = tree[bridge.ROUTES_UNIT].content.decode()
-        routes = [line.split()[4:7] for line in unit.splitlines() if "route replace" in line]
-        expected = [[str(cidrs[o.name]), "via", o.advertise_address] for o in cluster.nodes if o != host]
+        routes = [line.split()[4:] for line in unit.splitlines() if "route replace" in line]
+        expected = [[str(cidrs[o.name]), "via", o.advertise_address, "proto", bridge.ROUTES_PROTO] for o in cluster.nodes if o != host]
         assert routes == expected
+        # kubeprov's routes to nodes no longer in the cluster are deleted; those listed are kept
+        (prune,) = [line for line in unit.splitlines() if "route del" in line]
+        assert f"route show proto {bridge.ROUTES_PROTO}" in prune
+        assert prune.count(" -e ") == len(expected) and all(f"-e {cidr} " in prune + " " for cidr, *_ in expected)
         assert "Type=oneshot" in unit and "WantedBy=multi-user.target" in unit
 
 
@@ -410,13 +414,19 @@ def test_bridge_cni_with_real_plugins_between_two_nodes(tmp_path):
             assert ping.returncode == 0, ping.stdout + ping.stderr
             ping = nsenter(pod_ns["n2"], "ping", "-c", "1", "-W", "2", pod_ip["n1"], check=False)
             assert ping.returncode == 0, ping.stdout + ping.stderr
-            # running the unit twice adds nothing (oneshot units rerun at every boot)
+            # running the unit twice adds nothing (oneshot units rerun at every boot); a route of
+            # kubeprov's to a node that left the cluster goes, a route of someone else's stays
+            nsenter(node_ns["n1"], "ip", "route", "add", "10.244.9.0/24", "via", node_ip["n2"], "proto", bridge.ROUTES_PROTO)
+            nsenter(node_ns["n1"], "ip", "route", "add", "10.99.0.0/24", "via", node_ip["n2"], "proto", "static")
             unit = render_cni_host(cluster, cluster.host("n1"), None)[bridge.ROUTES_UNIT].content.decode()
             for line in unit.splitlines():
                 if line.startswith("ExecStart="):
                     nsenter(node_ns["n1"], *shlex.split(line.removeprefix("ExecStart=")))
             nat = nsenter(node_ns["n1"], "iptables", "-w", "-t", "nat", "-S", "POSTROUTING").stdout
             assert nat.count("MASQUERADE") == 1
+            ours = nsenter(node_ns["n1"], "ip", "-o", "route", "show", "proto", bridge.ROUTES_PROTO).stdout.split("\n")
+            assert [line.split()[:3] for line in ours if line] == [[str(cidrs["n2"]), "via", node_ip["n2"]]]
+            assert "10.99.0.0/24" in nsenter(node_ns["n1"], "ip", "route", "show").stdout
         finally:
             for name, result in results.items():
                 runtimes[name].delete(pod_ns[name], f"pod-{name}-{tag}", result)

@@ -344,6 +344,12 @@ for l in $(ip -o link show 2>/dev/null | names); do
       if apply; then ip link delete "$l" || fail "cannot delete interface $l"; fi ;;
   esac
 done
+routes_proto=77  # the bridge CNI's routes to the other nodes' pod CIDRs (provision/render/cni/bridge.py: ROUTES_PROTO)
+for fam in 4 6; do
+  [ -n "$(ip -$fam route show proto $routes_proto 2>/dev/null)" ] || continue
+  echo "delete the routes to other nodes' pod CIDRs (IPv$fam, proto $routes_proto: the bridge CNI's)"
+  if apply; then ip -$fam route flush proto $routes_proto || fail "cannot delete the routes of proto $routes_proto"; fi
+done
 for fam in iptables ip6tables; do
   for backend in legacy nft; do
     command -v "$fam-$backend-save" >/dev/null 2>&1 || continue

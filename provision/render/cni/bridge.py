@@ -34,6 +34,9 @@ CONFLIST = PurePosixPath("/etc/cni/net.d/10-kubeprov-bridge.conflist")
 ROUTES_UNIT = PurePosixPath("/etc/systemd/system/kubeprov-pod-routes.service")
 BRIDGE = "cni0"
 NETWORK_NAME = "kubeprov-bridge"
+# The routing protocol number kubeprov's node routes carry (`ip route … proto 77`; free in
+# iproute2's rt_protos): what tells them from others, so that a route to a node that left is found.
+ROUTES_PROTO = "77"
 NODE_MASK = BRIDGE_NODE_MASK  # kube-controller-manager's --node-cidr-mask-size-ipv4 / -ipv6 defaults
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -72,15 +75,22 @@ def bridge_conflist(cluster: Cluster, host: Host) -> dict:
 
 def route_commands(cluster: Cluster, host: Host) -> list[list[str]]:
     """The commands that make `host` reach every pod: routes to the other nodes (via each one's
-    IP address in podSubnet's family, which the model requires), one NAT rule."""
+    IP address in podSubnet's family, which the model requires), marked as kubeprov's; those of
+    its routes that lead to no node of the cluster any more (a node removed) deleted; one NAT rule."""
     cidrs = node_pod_cidrs(cluster)
     subnet = cluster.networking.pod_subnet
-    commands = []
+    ip = f"/usr/sbin/ip -{subnet.version}"
+    commands, routed = [], []
     for node in cluster.hosts:
         if node.name not in cidrs or node.name == host.name:
             continue
         via = node.advertise_address
-        commands.append(["/usr/sbin/ip", f"-{subnet.version}", "route", "replace", str(cidrs[node.name]), "via", via])
+        routed.append(str(cidrs[node.name]))
+        commands.append(ip.split() + ["route", "replace", routed[-1], "via", via, "proto", ROUTES_PROTO])
+    # No shell variable here: systemd expands $NAME in ExecStart= itself.
+    keep = "".join(f" -e {cidr}" for cidr in routed)
+    commands.append(["/bin/sh", "-c", f'{ip} -o route show proto {ROUTES_PROTO} | grep -oE "^[^[:space:]]+"'
+                                      + (f" | grep -vxF{keep}" if keep else "") + f" | xargs -r -n1 {ip} route del proto {ROUTES_PROTO}"])
     iptables = "/usr/sbin/iptables" if subnet.version == 4 else "/usr/sbin/ip6tables"
     rule = f"POSTROUTING -s {cidrs[host.name]} ! -d {subnet} -j MASQUERADE"
     nat = f"{iptables} -w -t nat"
