@@ -98,7 +98,9 @@ def applied_record(cluster: Cluster, host: Host, roles: list[str], tree: Tree, b
         "binaries": dict(sorted((bundle.binaries if bundle else {}).items())),
         "sources": sources.record() if sources else {},
         "images": {image.file: image.sha256 for image in images},
-        "settings": {"lab": lab, "groups": [r.value for r in host.roles], "etcdDataDir": cluster.etcd.data_dir},
+        "settings": {"lab": lab, "groups": [r.value for r in host.roles], "etcdDataDir": cluster.etcd.data_dir,
+                     # a node's: `up` refuses to change it (an upgrade: phases/files.py version_changes)
+                     **({"kubernetesVersion": cluster.kubernetes_version} if host in cluster.nodes else {})},
     }
     record["fingerprint"] = hashlib.sha256(json.dumps(record, sort_keys=True).encode()).hexdigest()
     return record

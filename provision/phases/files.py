@@ -93,10 +93,36 @@ def _roll(ctx: UpContext):
 ROLL_JOURNAL = "rolling.json"  # the hosts an interrupted roll of `up` finished, and what the others owe
 
 
+def version_changes(ctx: UpContext) -> dict[str, str]:
+    """Hosts in the cluster whose prepare record names another Kubernetes version than the
+    cluster file: name → that version. A version change is an upgrade, which `up` must not do
+    by pushing the new manifests (their images are not on the hosts yet) and running prepare on
+    every host at once: `kubeprov upgrade apply` rolls it, one control plane at a time."""
+    found = {}
+    for host in ctx.cluster.nodes:
+        if not ctx.joined(host):
+            continue
+        recorded = ((ctx.facts(host).applied() or {}).get("settings") or {}).get("kubernetesVersion")
+        if recorded and recorded != ctx.cluster.kubernetes_version:
+            found[host.name] = recorded
+    return found
+
+
+def refuse_version_change(ctx: UpContext) -> None:
+    changed = version_changes(ctx)
+    if changed:
+        name, running = sorted(changed.items())[0]
+        target = ctx.cluster.kubernetes_version
+        raise KubeprovError(f"{name}: runs Kubernetes {running} and the cluster file says {target}: that is an upgrade, "
+                            f"which up does not do; see `kubeprov upgrade plan --version {target}`, then "
+                            f"`kubeprov upgrade apply --version {target}` (nothing was changed)")
+
+
 def run_sync(ctx: UpContext) -> None:
     from provision import rolling
     from provision.transport import fan_out
 
+    refuse_version_change(ctx)
     spec, journal = _roll(ctx)
     rolled = {h.name for h in rolled_hosts(ctx)} | {name for name in journal.hosts if not journal.done(name)}
     rolled &= {h.name for h in ctx.cluster.nodes}
@@ -136,6 +162,7 @@ def plan_sync(ctx: UpContext):
         return
     from provision import rolling
 
+    refuse_version_change(ctx)
     rolled = rolled_hosts(ctx)
     for host in ctx.cluster.hosts:
         if host in rolled:

@@ -299,6 +299,25 @@ def test_upgrade_plan_reads_the_running_versions_and_names_what_a_patch_upgrade_
     assert code == 1 and "v1.30.0 skips a minor" in out, out + err
 
 
+def test_up_refuses_a_version_change_and_names_upgrade_apply(built, tmp_path):
+    """The cluster file edited to another patch release: `up` must not roll that as a config change
+    (the new images are on no host yet) nor prepare every host at once; it refuses before changing
+    anything and names `upgrade apply`."""
+    if built.topology != "1cp-2workers":
+        pytest.skip("once is enough: the 1cp-2workers topology")
+    version = built.doc["kubernetesVersion"]
+    target = f"v1.28.{int(version.rsplit('.', 1)[1]) + 3}"
+    edited = tmp_path / "cluster.yaml"
+    edited.write_text(yaml.safe_dump({**built.doc, "kubernetesVersion": target}, sort_keys=False))
+    code, out, err = run_cli("up", "--lab", "--no-merge-kubeconfig", "-c", edited, timeout=600)
+    said = out + err
+    assert code != 0 and f"runs Kubernetes {version} and the cluster file says {target}" in said, said[-3000:]
+    assert f"kubeprov upgrade apply --version {target}" in said, said[-3000:]
+    # Nothing changed on the hosts: `up` with the cluster's own file has nothing to do.
+    code, out, err, _ = built.up(timeout=600)
+    assert code == 0 and not [line for line in out.splitlines() if " changed " in line], out[-3000:] + err
+
+
 def test_real_kubeadm_joins_a_worker_with_join_commands_line(built):
     """A host kubeprov prepared but did not join: real `kubeadm join` with `kubeprov join-command`'s
     line (token discovery, CA pinning, TLS bootstrap with kubeprov's RBAC and cluster-info)."""
