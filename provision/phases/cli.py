@@ -108,7 +108,9 @@ def register_up_commands(app: typer.Typer) -> None:
         """Bootstrap the cluster: every phase in order (`kubeprov phase list`), resuming an interrupted run.
 
         Writes the admin kubeconfig to kubeconfigs/admin.conf in the cluster directory and offers to merge it
-        into ~/.kube/config. A second run with nothing changed changes nothing.
+        into ~/.kube/config. A second run with nothing changed changes nothing. On a running cluster, hosts
+        in it whose files change (e.g. an extra API server flag) are rolled: control planes one at a time,
+        each back and Ready before the next, workers drained in batches (provision/rolling.py).
         """
         cluster = load_for_command(run_args.config, run_args.inventory, run_args.cluster_dir)
         skip = [name for name in (skip_phases or "").split(",") if name.strip()]
