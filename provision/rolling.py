@@ -239,13 +239,13 @@ def _bounce(ctx, host: Host, tree: dict, names: Iterable[str]) -> dict[str, floa
     return began
 
 
-# While a control plane's API server restarts, new connections to it from other hosts are reset
-# (the other load balancers' checks fail at once and drop it; a request they send meanwhile is
-# refused and redispatched) instead of reaching an API server that answers /readyz with 500 as it
-# shuts down. Connections from the host itself (its kubelet, its probes, its own load balancer)
-# and those already open are left alone.
+# Before a control plane's API server restarts, new connections to it are reset, its own host's
+# included (the load balancers' checks fail at once and drop it; a request they send meanwhile is
+# refused and redispatched), instead of reaching an API server that answers /readyz with 500 as it
+# shuts down; connections already open are left alone. Taken back once the old process is gone:
+# the new one's /readyz says 500 until it is ready, so the load balancers take it back only then.
 _LB_OUT = r"""
-rule="INPUT -p tcp -d $1 --dport $2 --syn ! -s $1 -m comment --comment kubeprov-roll -j REJECT --reject-with tcp-reset"
+rule="INPUT -p tcp -d $1 --dport $2 --syn -m comment --comment kubeprov-roll -j REJECT --reject-with tcp-reset"
 for t in iptables iptables-legacy iptables-nft; do command -v $t >/dev/null || continue
   while $t -D $rule 2>/dev/null; do :; done
   [ "$3" = out ] && $t -I $rule
@@ -258,6 +258,23 @@ def _load_balancers(ctx, host: Host, state: str) -> None:
     from provision.transport import remote
 
     ctx.transport.run(host, remote.script(_LB_OUT, host.advertise_address, str(ctx.cluster.api_server_port), state), timeout=60)
+
+
+_API_PIDS = r"""pgrep -f '(^|/)kube-apiserver( |$)' | tr '\n' ' '; true"""
+
+
+def _api_pids(ctx, host: Host) -> set[str]:
+    return set(ctx.transport.run(host, _API_PIDS, timeout=30).stdout.split())
+
+
+def _wait_gone(ctx, host: Host, pids: set[str]) -> None:
+    """Until none of `pids` (the old API server) runs any more."""
+    deadline = time.monotonic() + ctx.options.api_timeout
+    while pids & _api_pids(ctx, host):
+        if time.monotonic() > deadline:
+            raise KubeprovError(f"{host.name}: the old kube-apiserver still runs after {ctx.options.api_timeout:g} s; "
+                                "see `journalctl -u kubelet` there")
+        time.sleep(0.5)
 
 
 def _etcd_healthy(ctx, when: str) -> None:
@@ -291,6 +308,7 @@ def _roll_host(ctx, host: Host, roll: Roll, journal: HostJournal | None) -> None
     if journal:
         journal.mark(host.name, "started", kubelet=why.kubelet, manifests=list(why.manifests), readers=list(why.readers))
     api_restarts = host.has(Role.CONTROL_PLANE) and ("kube-apiserver" in why.manifests or "kube-apiserver" in why.readers)
+    old_api = _api_pids(ctx, host) if api_restarts else set()
     if api_restarts:
         _load_balancers(ctx, host, "out")
         time.sleep(LB_SETTLE)
@@ -299,6 +317,9 @@ def _roll_host(ctx, host: Host, roll: Roll, journal: HostJournal | None) -> None
         ctx.say(host.name, f"{len(changes)} files replaced (backups kept on the host): "
                            + ", ".join(c.path for c in changes[:5]) + (" …" if len(changes) > 5 else ""), "changed")
     restarted = _bounce(ctx, host, tree, why.readers) if why.readers else {}
+    if api_restarts:
+        _wait_gone(ctx, host, old_api)
+        _load_balancers(ctx, host, "in")
     if why.kubelet:
         check_run(ctx, host, "systemctl daemon-reload && systemctl restart kubelet", "restarting the kubelet")
         ctx.say(host.name, "kubelet restarted", "changed")
@@ -306,8 +327,8 @@ def _roll_host(ctx, host: Host, roll: Roll, journal: HostJournal | None) -> None
         seconds = ctx.kubectl(host).wait_ready(ctx.options.api_timeout)
         ctx.say(host.name, f"its API server answers /readyz ({seconds:.1f}s)")
     _wait_static_pods(ctx, host, tree, restarted, why.kubelet)
-    if api_restarts or owed:
-        _load_balancers(ctx, host, "in")
+    if owed:
+        _load_balancers(ctx, host, "in")  # an interrupted roll may have left it out
     if host in ctx.cluster.nodes:
         _wait_node(ctx, host, roll.kubelet_version)
     if why:
