@@ -162,6 +162,9 @@ def apply(upgrade: Upgrade) -> None:
         run_upload_config(ctx)
         run_addons(ctx)
         journal.mark(OBJECTS, "done")
+    # kube-proxy's DaemonSet replaces its pods one node at a time: done when every one runs V's image.
+    ctx.kubectl(local=False).run("rollout", "status", "daemonset/kube-proxy", "-n", "kube-system",
+                                 f"--timeout={int(ctx.options.node_timeout)}s", timeout=ctx.options.node_timeout + 60)
     wait_nodes_and_pods(ctx, ctx.kubectl(local=False))
     journal.finish()
     ctx.say("local", f"every node and control-plane pod Ready at {upgrade.target}", "ok")
