@@ -293,7 +293,7 @@ def _etcd_healthy(ctx, when: str) -> None:
 def _roll_host(ctx, host: Host, roll: Roll, journal: HostJournal | None) -> None:
     """Install, push, restart, settle one host (its wave's drain and etcd checks are the caller's)."""
     from provision.phases.context import check_run
-    from provision.phases.files import pending, push_tree
+    from provision.phases.writer import pending, push_tree
 
     owed = journal.owed(host.name) if journal else {}
     kubelet = bool(roll.install(host)) if roll.install else False
@@ -355,7 +355,7 @@ def _wait_node(ctx, host: Host, version: str | None) -> None:
 def needs_roll(ctx, host: Host, roll: Roll, journal: HostJournal | None) -> bool:
     """Whether `host` has anything to roll: files that differ, a journalled debt, or (roll.install /
     kubelet_version) the caller's own check through `install`'s currency."""
-    from provision.phases.files import pending
+    from provision.phases.writer import pending
 
     if journal and journal.done(host.name):
         return False
@@ -405,7 +405,7 @@ def roll(ctx, hosts: list[Host], roll: Roll, journal: HostJournal | None = None)
 
 def plan_lines(ctx, hosts: list[Host], roll: Roll) -> Iterable[tuple[str, str]]:
     """(host, line) of what `roll` would do, from the hosts' facts (no change)."""
-    from provision.phases.files import pending
+    from provision.phases.writer import pending
 
     for wave in waves(ctx.cluster, hosts, roll.batch):
         for host in wave:

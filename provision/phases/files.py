@@ -1,6 +1,6 @@
 """The phases that own the files on the hosts: render (local), sync (every rendered file pushed
-through the transport, the one writer of them) and finalize (the steady state on hosts that
-joined in this run). Which stage a host's files are in is render/stages.py."""
+through the transport, the one writer of them: phases/writer.py) and finalize (the steady state on
+hosts that joined in this run). Which stage a host's files are in is render/stages.py."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from provision.config.models import Host, Role
 from provision.errors import KubeprovError
 from provision.phases.context import UpContext
 from provision.phases.facts import JOINED_MARKER
+from provision.phases.writer import pending, push_tree
 from provision.render.stages import staged
 from provision.render.tree import File
 
@@ -37,15 +38,6 @@ def desired_tree(ctx: UpContext, host: Host, *, joined: bool | None = None) -> d
     roles that act on some of them run after it)."""
     trees, _ = ctx.rendered()
     return staged(ctx.cluster, host, trees[host.name], joined=ctx.joined(host) if joined is None else joined)
-
-
-def push_tree(ctx: UpContext, host: Host, tree: dict) -> list:
-    """The one writer: `tree` onto `host`, comparing with the states its facts hold (a changed
-    host's facts are read again when next asked)."""
-    changes = ctx.transport.push(host, {str(p): (f.content, f.mode) for p, f in tree.items()}, known=ctx.facts(host).files)
-    if changes:
-        ctx.facts.forget(host)
-    return changes
 
 
 def mark_joined(ctx: UpContext, host: Host) -> None:
@@ -140,13 +132,6 @@ def run_sync(ctx: UpContext) -> None:
         ctx.say("local", f"rolling {', '.join(sorted(rolled))}: control planes one at a time, workers drained in batches")
         rolling.roll(ctx, [h for h in ctx.cluster.hosts if h.name in rolled], spec, journal)
     journal.finish()
-
-
-def pending(ctx: UpContext, host: Host, tree: dict) -> list:
-    """What push_tree would change on `host` for `tree`, from its facts (no round trip)."""
-    from provision.transport.ssh import changes
-
-    return changes({str(p): (f.content, f.mode) for p, f in tree.items()}, ctx.facts(host).files)
 
 
 def _change_lines(host: Host, found: list):

@@ -12,7 +12,8 @@ from provision.errors import KubeprovError
 from provision.phases.context import UpContext, check_run
 from provision.phases.etcd import etcd_member_add, etcd_promote
 from provision.phases.facts import KUBELET_BINARY
-from provision.phases.files import desired_tree, mark_joined, push_tree
+from provision.phases.files import desired_tree, mark_joined
+from provision.phases.writer import push_tree
 from provision.phases.objects import live_objects
 from provision.phases.verify import expected_static_pods
 from provision.transport import remote
@@ -257,7 +258,7 @@ def _kubelet_plan(ctx: UpContext, host: Host) -> str:
 
 def _routes_plan(ctx: UpContext, host: Host) -> str | None:
     """refresh_pod_routes' plan: its unit file stale, or about to be replaced by sync."""
-    from provision.phases.files import pending
+    from provision.phases.writer import pending
     from provision.render.cni.bridge import ROUTES_UNIT
 
     if ctx.cluster.cni is not CNI.BRIDGE or not ctx.pki_exists() or not ctx.joined(host):

@@ -12,7 +12,8 @@ from provision.errors import KubeprovError
 from provision.kube.kubectl import changed
 from provision.kube.live import LiveObjects, documents
 from provision.phases.context import UpContext
-from provision.phases.files import mark_joined, push_tree
+from provision.phases.files import mark_joined
+from provision.phases.writer import push_tree
 from provision.render.stages import after_bootstrap
 
 

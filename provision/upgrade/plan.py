@@ -65,7 +65,8 @@ def read_running(listing: dict) -> Running:
 def plan(ctx, target_version: str) -> Plan:
     """`ctx`: an UpContext of the cluster as it runs (its PKI, its transport)."""
     from provision.phases.context import UpContext
-    from provision.phases.files import desired_tree, pending
+    from provision.phases.files import desired_tree
+    from provision.phases.writer import pending
     from provision.kube.live import identity
     from provision.phases.nodes import applied_states
     from provision.phases.objects import live_objects, object_documents
