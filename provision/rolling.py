@@ -240,24 +240,15 @@ def _bounce(ctx, host: Host, tree: dict, names: Iterable[str]) -> dict[str, floa
 
 
 # Before a control plane's API server restarts, new connections to it are reset, its own host's
-# included (the load balancers' checks fail at once and drop it; a request they send meanwhile is
-# refused and redispatched), instead of reaching an API server that answers /readyz with 500 as it
-# shuts down; connections already open are left alone. Taken back once the old process is gone:
-# the new one's /readyz says 500 until it is ready, so the load balancers take it back only then.
-_LB_OUT = r"""
-rule="INPUT -p tcp -d $1 --dport $2 --syn -m comment --comment kubeprov-roll -j REJECT --reject-with tcp-reset"
-for t in iptables iptables-legacy iptables-nft; do command -v $t >/dev/null || continue
-  while $t -D $rule 2>/dev/null; do :; done
-  [ "$3" = out ] && $t -I $rule
-done; true
-"""
-
-
+# included (remote.api_connections: a request the load balancers send meanwhile is refused and
+# redispatched), instead of reaching an API server that answers /readyz with 500 as it shuts
+# down; connections already open are left alone. Taken back once the old process is gone: the new
+# one's /readyz says 500 until it is ready, so the load balancers take it back only then.
 def _load_balancers(ctx, host: Host, state: str) -> None:
-    """`out`: other hosts' new connections to the host's API server reset; `in`: taken back."""
+    """`out`: new connections to the host's API server reset; `in`: taken back."""
     from provision.transport import remote
 
-    ctx.transport.run(host, remote.script(_LB_OUT, host.advertise_address, str(ctx.cluster.api_server_port), state), timeout=60)
+    ctx.transport.run(host, remote.api_connections(host.advertise_address, ctx.cluster.api_server_port, state), timeout=60)
 
 
 _API_PIDS = r"""pgrep -f '(^|/)kube-apiserver( |$)' | tr '\n' ' '; true"""

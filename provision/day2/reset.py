@@ -232,14 +232,18 @@ def retire_api_server(transport, cluster: Cluster, host: Host, timeout: float = 
     """Stop the host's API server first (its manifest removed: the kubelet stops it gracefully, and
     the API server withdraws its endpoint from the `kubernetes` Service), wait until it no longer
     answers, then until the load balancers in front of the API servers have dropped it; only then
-    does its etcd member go. A request that reaches it meanwhile is refused and sent elsewhere
-    (haproxy redispatches) instead of failing against an API server whose etcd just left."""
+    does its etcd member go. From the start, new connections to it are refused with a reset
+    (remote.api_connections), so a load balancer sends each request elsewhere (haproxy
+    redispatches) instead of to an API server that answers /readyz with 500 while it shuts down,
+    or whose etcd just left."""
     from provision.kube.kubectl import ADMIN_CONF, Kubectl
     from provision.pki.kubeconfigs import local_url
 
     manifest = str(MANIFESTS_DIR / "kube-apiserver.yaml")
-    result = transport.run(host, remote.script('[ -e "$1" ] || exit 3; rm -f -- "$1"', manifest), timeout=30)
+    lb = remote.api_connections(host.advertise_address, cluster.api_server_port, "out")
+    result = transport.run(host, lb + "\n" + remote.script('[ -e "$1" ] || exit 3; rm -f -- "$1"', manifest), timeout=30)
     if result.exit_code == 3:
+        transport.run(host, remote.api_connections(host.advertise_address, cluster.api_server_port, "in"), timeout=30)
         return "no API server manifest: nothing to stop"
     if not result.ok:
         raise KubeprovError(f"{host.name}: removing {manifest} failed: {result.summary()}")
@@ -255,6 +259,8 @@ def retire_api_server(transport, cluster: Cluster, host: Host, timeout: float = 
             time.sleep(0.5)
     stopped = f"still answering after {timeout:g} s" if answers else f"stopped after {time.monotonic() - started:.1f}s"
     time.sleep(LB_SETTLE)
+    # Nothing listens now: a connection is refused by the kernel as it was by the rule.
+    transport.run(host, remote.api_connections(host.advertise_address, cluster.api_server_port, "in"), timeout=30)
     return f"API server {stopped} (manifest removed); load balancers given {LB_SETTLE:g} s to drop it"
 
 

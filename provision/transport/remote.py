@@ -82,6 +82,27 @@ def parse_states(output: str, paths: list[str]) -> dict[str, FileState | None]:
 _HTTP_GET = 'exec 3<>"/dev/tcp/$1/$2" && printf "GET %s HTTP/1.0\r\nHost: %s\r\n\r\n" "$3" "$1" >&3 && exec cat <&3'
 
 
+# New TCP connections to a host's API server refused with a reset ("out"), or let in again ("in"):
+# while that API server restarts or stops, the load balancers (haproxy on every control plane, or
+# a worker's local one, the host's own included) get a reset at once and send the request to
+# another server (option redispatch), where otherwise they would hand it to an API server that
+# answers /readyz with 500 while it shuts down, until their checks drop it. iptables, legacy and
+# nft alike; the rule carries a comment of its own, so "in" removes exactly it.
+_API_CONNECTIONS = r"""
+rule="INPUT -p tcp -d $1 --dport $2 --syn -m comment --comment kubeprov-api-out -j REJECT --reject-with tcp-reset"
+for t in iptables iptables-legacy iptables-nft; do command -v $t >/dev/null || continue
+  while $t -D $rule 2>/dev/null; do :; done
+  [ "$3" = out ] && $t -I $rule
+done; true
+"""
+
+
+def api_connections(address: str, port: int, state: str) -> str:
+    """The script that takes the API server at address:port out of the load balancers ("out")
+    or back in ("in")."""
+    return script(_API_CONNECTIONS, address, str(port), state)
+
+
 def http_get(address: str, port: int, path: str, timeout: int = 5) -> str:
     return shlex.join(["timeout", str(timeout), "bash", "-c", _HTTP_GET, "bash", address, str(port), path])
 
