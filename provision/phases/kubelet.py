@@ -159,7 +159,9 @@ def ensure_mirror_pods(ctx: UpContext, host: Host) -> None:
     not Ready through its start-up fast path as soon as it is. So do the mirror pods it has: the
     restarted kubelet runs their startup and readiness probes again (Ready goes False, then True),
     and until it posts that, the API still holds the old kubelet's Ready, which verify would take
-    for the new one's."""
+    for the new one's. The mirror pods it creates have no old status, but may first be posted
+    Ready before their probe workers exist; verify gives the restart PROBES_SETTLE
+    (ctx.kubelet_restarted) before it believes a Ready."""
     expected = set(expected_static_pods(ctx.cluster, host))
     wait_node(ctx, host, ctx.options.node_timeout)
     kubectl = ctx.kubectl(bootstrap=True)
@@ -178,6 +180,7 @@ def ensure_mirror_pods(ctx: UpContext, host: Host) -> None:
         kubectl.run("patch", kind, name, *(["-n", "kube-system"] if kind == "pod" else []), "--subresource=status",
                     "--type=strategic", "-p", unknown)
     check_run(ctx, host, "systemctl restart kubelet", "restarting the kubelet")
+    ctx.kubelet_restarted[host.name] = time.monotonic()
     ctx.say(host.name, f"kubelet restarted to create the mirror pods of {', '.join(sorted(missing))}", "changed")
 
 

@@ -53,11 +53,22 @@ def run_verify(ctx: UpContext) -> None:
                      f"{ctx.store.kubeconfig_path('admin.conf', None)}")
 
 
+# A kubelet restarted in this run (phases/kubelet.py: ensure_mirror_pods) may post a pod Ready
+# before its probe workers exist (no worker yet counts as passed), then not Ready until each
+# worker's first probe passes: a startup probe's period (2 s, render/staticpod.py), the random
+# start delay of up to one period a restarted kubelet gives each worker, and a status update.
+# Until then a Ready from that kubelet is not yet its verdict.
+PROBES_SETTLE = 6.0
+
+
 def wait_nodes_and_pods(ctx: UpContext, kubectl: Kubectl) -> None:
-    """Every node Ready, every control-plane pod and a kube-proxy per node Ready."""
+    """Every node Ready, every control-plane pod and a kube-proxy per node Ready (as the
+    kubelets' own verdict: PROBES_SETTLE after a kubelet this run restarted)."""
     expected = expected_static_pods(ctx.cluster)
     deadline = time.monotonic() + ctx.options.node_timeout
+    settled = max(ctx.kubelet_restarted.values(), default=-PROBES_SETTLE) + PROBES_SETTLE
     while True:
+        time.sleep(max(0.0, settled - time.monotonic()))
         result = kubectl.run("get", "nodes,pods", "-n", "kube-system", "-o", "json", check=False)
         if not result.ok:
             raise KubeprovError(f"{kubectl.host.name}: kubectl get nodes,pods failed (exit {result.exit_code}): {result.summary()}")
