@@ -61,7 +61,9 @@ def _snapshot() -> dict[str, set[str]]:
                 .stdout.split("\n"))
     links = {line.split(":")[1].strip().split("@")[0] for line in links if line.strip()}
     mounts = set(Path("/proc/mounts").read_text().splitlines())
-    cgroup_dirs = {str(p) for parent in cgroups.parent_dirs() for p in parent.rglob("*") if p.is_dir()}
+    # os.walk, not rglob: other engineers' labs come and go meanwhile, and a cgroup directory that
+    # vanishes mid-walk must not fail the snapshot (rglob raised FileNotFoundError once).
+    cgroup_dirs = {os.path.join(top, d) for parent in cgroups.parent_dirs() for top, dirs, _ in os.walk(parent) for d in dirs}
     processes = set()
     for proc in Path("/proc").glob("[0-9]*"):
         try:
