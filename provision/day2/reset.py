@@ -22,8 +22,8 @@ when all hosts go), /etc/cni/net.d, /var/lib/cni, /run/kubernetes and kubeprov's
 removed (so the next `up` runs preflight there and joins it again), CNI interfaces deleted (cni0
 and the pods' veths on it, flannel.1, cali*, vxlan.calico, kube-ipvs0; tunl0 set down), the
 bridge CNI's routes to the other nodes' pod CIDRs deleted (those of its routing protocol number:
-render/cni/bridge.py ROUTES_PROTO), and kube-proxy's rules dropped: every KUBE-* chain of every iptables table (legacy and nft, IPv4 and
-IPv6), its nftables tables, the IPVS tables. Packages, binaries, images, containerd itself and
+render/cni/bridge.py ROUTES_PROTO), and kube-proxy's rules dropped: every KUBE-* chain of every
+iptables table (legacy and nft, IPv4 and IPv6), its nftables tables, the IPVS tables. Packages, binaries, images, containerd itself and
 prepare's applied-state record stay, so the next `up` skips the roles there when nothing changed.
 A directory that is a mount point (the lab's bind mounts) keeps the mount and loses its contents.
 """
