@@ -23,17 +23,13 @@ from pathlib import Path
 
 import pytest
 import yaml
-from test_up_e2e import SOURCE, Built, _kubernetes_version, bundle  # noqa: F401  (bundle: the fixture)
+from test_up_e2e import E2E_MARKS, SOURCE, Built, _kubernetes_version, bundle  # noqa: F401  (bundle: the fixture)
 from testkit import run_cli
 
 from provision.lab.testing import unavailable_reason
 from provision.lab.topologies import TOPOLOGIES, cluster_document
 
-pytestmark = [
-    pytest.mark.e2e, pytest.mark.lab,
-    pytest.mark.skipif(not SOURCE, reason="KUBEPROV_E2E_BUNDLE=DIR (real Kubernetes binaries) is not set: "
-                                          "no registry here ships them, so the e2e suite needs a bundle built beforehand"),
-]
+pytestmark = E2E_MARKS
 
 # topology → its labs: the first cluster, and the fresh hosts it is restored onto
 LABS = {"1cp-2workers": ("bk1", "bk2"), "external-etcd": ("bx1", "bx2")}

@@ -32,6 +32,7 @@ from pathlib import Path
 import pytest
 import yaml
 from test_up_e2e import (  # noqa: F401  (bundle: the fixture)
+    E2E_MARKS,
     ECHO_IMAGE,
     SOURCE,
     Built,
@@ -46,11 +47,7 @@ from provision.lab.testing import unavailable_reason
 from provision.lab.topologies import TOPOLOGIES, cluster_document
 from provision.phases.facts import JOINED_MARKER
 
-pytestmark = [
-    pytest.mark.e2e, pytest.mark.lab,
-    pytest.mark.skipif(not SOURCE, reason="KUBEPROV_E2E_BUNDLE=DIR (real Kubernetes binaries) is not set: "
-                                          "no registry here ships them, so the e2e suite needs a bundle built beforehand"),
-]
+pytestmark = E2E_MARKS
 
 TOPOLOGY = "1cp-2workers"
 LAB = os.environ.get("KUBEPROV_E2E_RESET_LAB", "rs1")

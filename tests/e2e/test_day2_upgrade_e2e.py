@@ -38,7 +38,7 @@ from pathlib import Path
 import pytest
 import yaml
 from test_day2_reset_e2e import _build
-from test_up_e2e import SOURCE, _kubernetes_version, bundle  # noqa: F401  (bundle: the fixture)
+from test_up_e2e import E2E_MARKS, SOURCE, _kubernetes_version, bundle  # noqa: F401  (bundle: the fixture)
 from testkit import KUBEPROV, run_cli
 
 from provision.lab.testing import unavailable_reason
@@ -46,9 +46,7 @@ from provision.lab.testing import unavailable_reason
 NEXT = os.environ.get("KUBEPROV_E2E_BUNDLE_NEXT")
 
 pytestmark = [
-    pytest.mark.e2e, pytest.mark.lab,
-    pytest.mark.skipif(not SOURCE, reason="KUBEPROV_E2E_BUNDLE=DIR (real Kubernetes binaries) is not set: "
-                                          "no registry here ships them, so the e2e suite needs a bundle built beforehand"),
+    *E2E_MARKS,
     pytest.mark.skipif(not NEXT, reason="KUBEPROV_E2E_BUNDLE_NEXT=DIR (real binaries of a later patch release to upgrade "
                                         "to) is not set: an upgrade needs two versions"),
 ]

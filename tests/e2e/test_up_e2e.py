@@ -42,11 +42,13 @@ from testkit import run_cli
 
 SOURCE = os.environ.get("KUBEPROV_E2E_BUNDLE")
 
-pytestmark = [
+# Every e2e module's marks (each imports them): a lab test that skips, saying why, without real binaries.
+E2E_MARKS = [
     pytest.mark.e2e, pytest.mark.lab,
     pytest.mark.skipif(not SOURCE, reason="KUBEPROV_E2E_BUNDLE=DIR (real Kubernetes binaries) is not set: "
                                           "no registry here ships them, so the e2e suite needs a bundle built beforehand"),
 ]
+pytestmark = E2E_MARKS
 
 ECHO_IMAGE = "kubeprov.test/echo:1"  # tests/e2e/bundle.py: answers TCP 8080 with its pod's hostname
 
