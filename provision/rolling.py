@@ -112,6 +112,7 @@ class Roll:
     drain_timeout: float = 300.0
     force: bool = False  # drain pods no controller manages too
     restart_all: bool = False  # restart every reader of the files even when the host's copies are current (a resumed renew)
+    drain: bool = True  # workers cordoned and drained first; False when only the kubelet restarts (its pods keep running)
     done: set[str] = field(default_factory=set)
 
 
@@ -374,7 +375,7 @@ def roll(ctx, hosts: list[Host], roll: Roll, journal: HostJournal | None = None)
             _etcd_healthy(ctx, f"after {host.name} was rolled")
         else:
             kubectl = _api_elsewhere(ctx, wave[0])
-            for host in wave:
+            for host in wave if roll.drain else ():
                 if journal:
                     journal.mark(host.name, "started")
                 lines = drain(kubectl, host.name, timeout=roll.drain_timeout, force=roll.force, gone=False)
@@ -384,7 +385,7 @@ def roll(ctx, hosts: list[Host], roll: Roll, journal: HostJournal | None = None)
             if failed:
                 raise KubeprovError("rolling workers failed (they stay cordoned): "
                                     + "; ".join(f"{o.host}: {o.error_text}" for o in failed))
-            for host in wave:
+            for host in wave if roll.drain else ():
                 kubectl.run("uncordon", host.name, timeout=60)
                 ctx.say(host.name, "uncordoned", "changed")
         for host in wave:
@@ -403,10 +404,11 @@ def plan_lines(ctx, hosts: list[Host], roll: Roll) -> Iterable[tuple[str, str]]:
             tree = roll.tree(host)
             found = pending(ctx, host, tree)
             why = restarts(tree, [c.path for c in found if c.what != "mode"])
+            drains = roll.drain and not host.has(Role.CONTROL_PLANE)
             head = "one control plane at a time: etcd healthy, " if host.has(Role.CONTROL_PLANE) else \
-                f"in a batch of {len(wave)}: cordon, drain, "
+                f"in a batch of {len(wave)}: " + ("cordon, drain, " if drains else "")
             yield host.name, head + (f"replace {len(found)} files" if found else "no file changes") \
-                + f"; {why.said()}; wait for it" + ("; uncordon" if not host.has(Role.CONTROL_PLANE) else "")
+                + f"; {why.said()}; wait for it" + ("; uncordon" if drains else "")
             verbs = {"created": "create", "content": "replace", "mode": "chmod/chown"}
             for change in found:
                 yield host.name, f"{verbs[change.what]} {change.path}"
