@@ -9,8 +9,10 @@ itself, one whose manifest is the same but that reads a changed file (a certific
 kubeconfig, a config) is stopped and started again (its manifest moved out and back, as kubeadm
 advises), the kubelet restarted when its own files or binary changed; then the host waited for:
 its API server's /readyz, each of its static pods' mirror pod showing the manifest's containers
-and Ready (the new pod, not the old one still Ready), etcd healthy again. Workers go in bounded
-batches: cordoned and drained (evictions: PodDisruptionBudgets hold), rolled, uncordoned.
+and Ready (the new pod, not the old one still Ready), etcd healthy again. External etcd members go
+first, one at a time, the same way: their systemd unit restarted when a file it reads changed, the
+members healthy before and after. Workers go in bounded batches: cordoned and drained (evictions:
+PodDisruptionBudgets hold; not when only the kubelet restarts: Roll.drain), rolled, uncordoned.
 
 Progress is journalled per host (provision/phases/journal.py: HostJournal): a host is "started"
 with what it still owes (a kubelet restart, a pod to restart) before anything on it changes, and
@@ -27,14 +29,18 @@ from pathlib import PurePosixPath
 
 import yaml
 
-from provision.config.models import Cluster, EtcdTopology, Host, Role
+from provision.config.models import Cluster, Host, Role
 from provision.errors import KubeprovError
 from provision.phases.journal import HostJournal
+from provision.render import etcd as etcd_files
 from provision.render.kubelet import CONFIG_PATH, DROP_IN_PATH, FLAGS_ENV_PATH, KUBECONFIG, UNIT_PATH
 from provision.render.staticpod import MANIFESTS_DIR
 
 # What the kubelet reads itself (a restart of the kubelet, not of a pod, picks them up).
 KUBELET_FILES = frozenset(map(str, (CONFIG_PATH, FLAGS_ENV_PATH, UNIT_PATH, DROP_IN_PATH, KUBECONFIG)))
+# Other systemd services kubeprov renders (external etcd): the unit file first (a host whose tree
+# has it runs the service), then what the service reads (a file, or a directory and all below it).
+SERVICE_READS = {"etcd": tuple(map(str, (etcd_files.UNIT_PATH, etcd_files.ENV_PATH, etcd_files.ETCD_PKI)))}
 MIRROR_STALE = 30.0  # seconds a mirror pod may lag its new manifest before the kubelet is restarted to sync it
 LB_SETTLE = 3.0  # seconds the other load balancers get to drop an API server (checks every 1 s, 2 to fall)
 BATCH = 1  # workers drained at once by default: one node's pods at a time need room elsewhere
@@ -47,17 +53,25 @@ class Restarts:
     kubelet: bool = False
     manifests: tuple[str, ...] = ()  # static pods whose manifest changed: the kubelet restarts them
     readers: tuple[str, ...] = ()  # static pods with the same manifest that read a changed file
+    services: tuple[str, ...] = ()  # systemd services (SERVICE_READS) that read a changed file
 
     def __bool__(self) -> bool:
-        return self.kubelet or bool(self.manifests) or bool(self.readers)
+        return self.kubelet or bool(self.manifests) or bool(self.readers) or bool(self.services)
 
     def merged(self, other: Restarts) -> Restarts:
         return Restarts(self.kubelet or other.kubelet, tuple(sorted({*self.manifests, *other.manifests})),
-                        tuple(sorted({*self.readers, *other.readers})))
+                        tuple(sorted({*self.readers, *other.readers})), tuple(sorted({*self.services, *other.services})))
+
+    @classmethod
+    def owed(cls, entry: dict) -> Restarts:
+        """What a journal entry (HostJournal.owed) says an interrupted roll still owes."""
+        return cls(bool(entry.get("kubelet")), tuple(entry.get("manifests", ())), tuple(entry.get("readers", ())),
+                   tuple(entry.get("services", ())))
 
     def said(self) -> str:
         parts = [f"{', '.join(self.manifests)} restart with their new manifests"] if self.manifests else []
         parts += [f"{', '.join(self.readers)} restarted (files they read changed)"] if self.readers else []
+        parts += [f"{', '.join(self.services)} restarted (systemd; files it reads changed)"] if self.services else []
         parts += ["kubelet restarted"] if self.kubelet else []
         return "; ".join(parts) or "nothing to restart"
 
@@ -75,30 +89,40 @@ def static_pods(tree: dict) -> dict[str, dict]:
     return {str(p): _static_pod(f.content) for p, f in tree.items() if PurePosixPath(p).parent == MANIFESTS_DIR}
 
 
+def _under(path: str, read: str) -> bool:
+    return path == read or path.startswith(read + "/")
+
+
 def restarts(tree: dict, changed: Iterable[str], *, kubelet: bool = False) -> Restarts:
     """What restarts for `changed` paths of a host whose desired files are `tree` (pure):
-    a changed manifest's pod (by itself), a pod whose hostPath volumes hold a changed file, the
-    kubelet for its own files (or `kubelet`: its binary changed)."""
+    a changed manifest's pod (by itself), a pod whose hostPath volumes hold a changed file, a
+    service of SERVICE_READS the host runs whose files changed, the kubelet for its own files (or
+    `kubelet`: its binary changed)."""
     changed = {str(p) for p in changed}
+    paths = {str(p) for p in tree}
+    services = tuple(sorted(name for name, reads in SERVICE_READS.items()
+                            if reads[0] in paths and any(_under(c, r) for c in changed for r in reads)))
     manifests, readers = [], []
     for path, pod in static_pods(tree).items():
         name = pod.get("metadata", {}).get("name", PurePosixPath(path).stem)
         if path in changed:
             manifests.append(name)
-        elif any(c == hp or c.startswith(hp + "/") for c in changed for hp in _host_paths(pod)):
+        elif any(_under(c, hp) for c in changed for hp in _host_paths(pod)):
             readers.append(name)
-    return Restarts(kubelet or bool(changed & KUBELET_FILES), tuple(sorted(manifests)), tuple(sorted(readers)))
+    return Restarts(kubelet or bool(changed & KUBELET_FILES), tuple(sorted(manifests)), tuple(sorted(readers)), services)
 
 
 def waves(cluster: Cluster, hosts: Iterable[Host], batch: int = BATCH) -> list[list[Host]]:
-    """The order a roll takes (pure): each control plane alone, in the cluster file's order, then
-    the workers in batches of at most `batch`. Hosts that are no node (external etcd) are not rolled."""
+    """The order a roll takes (pure): each external etcd member alone (what the API servers
+    depend on goes first, as kubeadm upgrades etcd first), then each control plane alone, in the
+    cluster file's order, then the workers in batches of at most `batch`."""
     if batch < 1:
         raise KubeprovError(f"a worker batch must be at least 1, not {batch}")
     names = {h.name for h in hosts}
+    members = [[h] for h in cluster.etcd_members if h.name in names and h not in cluster.nodes]
     planes = [[h] for h in cluster.control_planes if h.name in names]
     workers = [h for h in cluster.workers if h.name in names and not h.has(Role.CONTROL_PLANE)]
-    return planes + [workers[i:i + batch] for i in range(0, len(workers), batch)]
+    return members + planes + [workers[i:i + batch] for i in range(0, len(workers), batch)]
 
 
 @dataclass
@@ -270,12 +294,11 @@ def _wait_gone(ctx, host: Host, pids: set[str]) -> None:
 
 
 def _etcd_healthy(ctx, when: str) -> None:
+    """Every etcd member (stacked or external) answers its /health, or the roll stops."""
     from provision.kube import etcd_members
 
-    if ctx.cluster.etcd.topology is not EtcdTopology.STACKED:
-        return
     timeout = ctx.options.api_timeout
-    unhealthy = etcd_members.wait_healthy(ctx.transport, ctx.cluster.control_planes, timeout=timeout, parallel=ctx.options.parallel)
+    unhealthy = etcd_members.wait_healthy(ctx.transport, ctx.cluster.etcd_members, timeout=timeout, parallel=ctx.options.parallel)
     if unhealthy:
         name, said = unhealthy
         raise KubeprovError(f"{name}: etcd is not healthy {when} (after {timeout:g} s; /health: {said or 'no answer'}): "
@@ -293,12 +316,12 @@ def _roll_host(ctx, host: Host, roll: Roll, journal: HostJournal | None) -> None
         ctx.facts.forget(host)
     tree = roll.tree(host)
     found = [c.path for c in pending(ctx, host, tree) if c.what != "mode"]
-    why = restarts(tree, found, kubelet=kubelet).merged(
-        Restarts(bool(owed.get("kubelet")), tuple(owed.get("manifests", ())), tuple(owed.get("readers", ()))))
+    why = restarts(tree, found, kubelet=kubelet).merged(Restarts.owed(owed))
     if roll.kubelet_version and host in ctx.cluster.nodes and _node_version(_api_elsewhere(ctx, host), host.name) != roll.kubelet_version:
         why = why.merged(Restarts(kubelet=True))
     if journal:
-        journal.mark(host.name, "started", kubelet=why.kubelet, manifests=list(why.manifests), readers=list(why.readers))
+        journal.mark(host.name, "started", kubelet=why.kubelet, manifests=list(why.manifests), readers=list(why.readers),
+                     services=list(why.services))
     api_restarts = host.has(Role.CONTROL_PLANE) and ("kube-apiserver" in why.manifests or "kube-apiserver" in why.readers)
     old_api = _api_pids(ctx, host) if api_restarts else set()
     if api_restarts:
@@ -312,6 +335,9 @@ def _roll_host(ctx, host: Host, roll: Roll, journal: HostJournal | None) -> None
     if api_restarts:
         _wait_gone(ctx, host, old_api)
         _load_balancers(ctx, host, "in")
+    for service in why.services:
+        check_run(ctx, host, f"systemctl daemon-reload && systemctl restart {service}", f"restarting {service}")
+        ctx.say(host.name, f"{service} restarted", "changed")
     if why.kubelet:
         check_run(ctx, host, "systemctl daemon-reload && systemctl restart kubelet", "restarting the kubelet")
         ctx.say(host.name, "kubelet restarted", "changed")
@@ -368,7 +394,7 @@ def roll(ctx, hosts: list[Host], roll: Roll, journal: HostJournal | None = None)
         wave = [h for h in wave if needs_roll(ctx, h, roll, journal)]
         if not wave:
             continue
-        if wave[0].has(Role.CONTROL_PLANE):
+        if wave[0] not in ctx.cluster.workers:  # a control plane or an external etcd member: alone
             (host,) = wave
             _etcd_healthy(ctx, f"before {host.name} is rolled")
             _roll_host(ctx, host, roll, journal)
@@ -404,9 +430,10 @@ def plan_lines(ctx, hosts: list[Host], roll: Roll) -> Iterable[tuple[str, str]]:
             tree = roll.tree(host)
             found = pending(ctx, host, tree)
             why = restarts(tree, [c.path for c in found if c.what != "mode"])
-            drains = roll.drain and not host.has(Role.CONTROL_PLANE)
-            head = "one control plane at a time: etcd healthy, " if host.has(Role.CONTROL_PLANE) else \
-                f"in a batch of {len(wave)}: " + ("cordon, drain, " if drains else "")
+            alone = host not in ctx.cluster.workers
+            drains = roll.drain and not alone
+            head = ("one control plane at a time" if host.has(Role.CONTROL_PLANE) else "one etcd member at a time") \
+                + ": etcd healthy, " if alone else f"in a batch of {len(wave)}: " + ("cordon, drain, " if drains else "")
             yield host.name, head + (f"replace {len(found)} files" if found else "no file changes") \
                 + f"; {why.said()}; wait for it" + ("; uncordon" if drains else "")
             verbs = {"created": "create", "content": "replace", "mode": "chmod/chown"}

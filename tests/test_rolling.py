@@ -31,6 +31,14 @@ def test_control_planes_go_one_at_a_time_in_file_order_then_workers_in_bounded_b
         waves(cluster, cluster.hosts, batch=0)
 
 
+def test_external_etcd_members_go_first_one_at_a_time(make_cluster):
+    members = [{"name": f"etcd{i}", "address": f"192.0.2.{50 + i}", "internalAddress": f"10.0.0.{50 + i}", "roles": ["etcd"]}
+               for i in (1, 2, 3)]
+    cluster = load_cluster(make_cluster(hosts=hosts(2, 2) + members, etcd={"topology": "external"}), None)
+    order = [[h.name for h in wave] for wave in waves(cluster, reversed(cluster.hosts), batch=2)]
+    assert order == [["etcd1"], ["etcd2"], ["etcd3"], ["cp1"], ["cp2"], ["w1", "w2"]]
+
+
 def _pod(name, volumes=(), image="registry.k8s.io/x:v1", command=("x",)):
     return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": "kube-system"},
             "spec": {"containers": [{"name": name, "image": image, "command": list(command)}],
@@ -96,3 +104,16 @@ def test_the_host_journal_resumes_only_the_same_change_and_says_what_a_host_owes
     assert not HostJournal.open(tmp_path / "rolling.json", "up:other").resumed  # another change starts over
     again.finish()
     assert not (tmp_path / "rolling.json").exists()
+
+
+def test_an_external_etcd_member_restarts_its_service_for_its_certificates_unit_or_environment():
+    member = {"/etc/systemd/system/etcd.service": File(b"[Service]\n"), "/etc/etcd/etcd.env": File(b"ETCD_NAME=etcd1\n"),
+              "/etc/kubernetes/pki/etcd/server.crt": File(b"x")}
+    assert restarts(member, ["/etc/kubernetes/pki/etcd/server.crt"]) == Restarts(services=("etcd",))
+    assert restarts(member, ["/etc/etcd/etcd.env"]) == Restarts(services=("etcd",))
+    assert restarts(member, ["/etc/kubernetes/pki/ca.crt"]) == Restarts()
+    # A control plane's tree has no etcd unit: its etcd is a static pod, restarted as a reader.
+    assert restarts(TREE, ["/etc/kubernetes/pki/etcd/server.crt"]) == Restarts(readers=("etcd", "kube-apiserver"))
+    owed = Restarts(services=("etcd",), kubelet=True)
+    assert Restarts.owed({"state": "started", "kubelet": True, "services": ["etcd"]}) == owed
+    assert "etcd restarted (systemd" in owed.said()
