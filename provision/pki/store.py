@@ -240,10 +240,9 @@ class PKIStore:
         """Write a cert (and its key file if new or `key_changed`), or the kubeconfig holding both."""
         ensure_private_dir(cred.path.parent)
         if cred.is_kubeconfig:
-            ca_cert, _ = self.load_ca(cred.ca)
             data = kubeconfigs.build(
                 self.cluster.name, cred.server, cred.request.common_name,
-                crypto.cert_pem(ca_cert), crypto.cert_pem(cert), crypto.key_pem(key),
+                self.trust_pem(cred.ca), crypto.cert_pem(cert), crypto.key_pem(key),
             )
             atomic_write(cred.path, data, PRIVATE_FILE_MODE, replace=replace)
             return
@@ -270,6 +269,17 @@ class PKIStore:
                 raise PKIError(f"{key_path} does not belong to {crt_path.name}")
             self._cas[name] = (cert, key)
         return self._cas[name]
+
+    def trust_pem(self, name: str) -> bytes:
+        """What a client trusts for CA `name`: every certificate in its file. One, except while
+        `certs rotate-ca` runs (pki/rotate_ca.py): then a bundle of the old and the new CA, the
+        first being the one whose key signs (load_ca)."""
+        crt_path = self.ca_paths(CA_BY_NAME[name])[0]
+        self.load_ca(name)  # the same checks (exists, a CA, its key)
+        try:
+            return b"".join(crypto.cert_pem(c) for c in x509.load_pem_x509_certificates(crt_path.read_bytes()))
+        except ValueError as exc:
+            raise PKIError(f"{crt_path}: not a PEM certificate ({exc})") from None
 
     def _read_credential(self, cred: Credential, *, validate: bool = False) -> tuple[x509.Certificate, PrivateKey] | None:
         """The stored cert and key, or None if absent. The key is only compared with the cert
@@ -335,7 +345,7 @@ class PKIStore:
             parsed = kubeconfigs.parse(cred.path.read_bytes())
             if parsed.server != cred.server:
                 problems.append(f"server is {parsed.server}, expected {cred.server}")
-            if parsed.ca_pem != crypto.cert_pem(ca_cert):
+            if parsed.ca_pem != self.trust_pem(cred.ca):
                 problems.append("embedded CA is not the current CA")
         if cert.not_valid_after_utc <= now:
             problems.append(f"expired {cert.not_valid_after_utc:%Y-%m-%d}")
@@ -461,6 +471,9 @@ class Material:
     leaves: dict[tuple[str, str], tuple[bytes, bytes]]  # (cert name, host) → (cert, key)
     kubeconfigs: dict[tuple[str, str | None], bytes]  # (file, host or None) → kubeconfig
     encryption_key: bytes | None = None  # Secrets-at-rest key (secrets.py); None when not encrypting
+    # CA name → its signing certificate alone, for a CA whose file is a bundle (`certs rotate-ca`):
+    # kube-controller-manager's --cluster-signing-cert-file must hold exactly one certificate.
+    signing: dict[str, bytes] = field(default_factory=dict)
 
 
 def read_material(store: PKIStore) -> Material:
@@ -472,10 +485,12 @@ def read_material(store: PKIStore) -> Material:
         except FileNotFoundError:
             raise PKIError(f"{path} is missing; run `kubeprov certs generate`") from None
 
-    cas = {}
+    cas, signing = {}, {}
     for ca in CAS:
         crt_path, key_path = store.ca_paths(ca)
         cas[ca.name] = (read(crt_path), key_path.read_bytes() if key_path.exists() else None)
+        if cas[ca.name][0].count(b"-----BEGIN CERTIFICATE-----") > 1:
+            signing[ca.name] = crypto.cert_pem(crypto.load_cert(cas[ca.name][0]))
     sa = (read(store.pki_dir / SA_KEY), read(store.pki_dir / SA_PUB))
     leaves, kcs = {}, {}
     for cred in store.credentials():
@@ -484,4 +499,4 @@ def read_material(store: PKIStore) -> Material:
         else:
             leaves[(cred.name, cred.host.name)] = (read(cred.path), read(cred.key_path))
     key = secrets.read_encryption_key(store.root, required=store.cluster.control_plane.encrypt_secrets)
-    return Material(cas, sa, leaves, kcs, encryption_key=key)
+    return Material(cas, sa, leaves, kcs, encryption_key=key, signing=signing)

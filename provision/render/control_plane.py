@@ -155,7 +155,9 @@ def controller_manager_flags(cluster: Cluster, material: Material) -> dict[str, 
         "cluster-name": cluster.name,
         # With an external CA (no ca.key here) kubeadm passes empty paths so the CSR signer
         # stays off instead of failing on a missing key.
-        "cluster-signing-cert-file": "" if external_ca else pki("ca.crt"),
+        # While `certs rotate-ca ca` makes ca.crt a bundle, the signer gets the signing CA alone
+        # (it refuses a file of more than one certificate).
+        "cluster-signing-cert-file": "" if external_ca else pki("ca-signing.crt" if "ca" in material.signing else "ca.crt"),
         "cluster-signing-key-file": "" if external_ca else pki("ca.key"),
         "controllers": "*,bootstrapsigner,tokencleaner",
         "kubeconfig": kubeconfig,

@@ -21,6 +21,7 @@ KUBERNETES_DIR = PurePosixPath("/etc/kubernetes")
 PKI_DIR = KUBERNETES_DIR / "pki"
 
 KEY, CERT = 0o600, 0o644
+SIGNING_SUFFIX = "-signing.crt"  # next to a CA bundle during `certs rotate-ca`: its signing certificate
 
 
 def render_pki(cluster: Cluster, host: Host, material: Material) -> Tree:
@@ -32,6 +33,8 @@ def render_pki(cluster: Cluster, host: Host, material: Material) -> Tree:
         tree[PKI_DIR / f"{base}.crt"] = File(crt, CERT)
         if with_key and key is not None:
             tree[PKI_DIR / f"{base}.key"] = File(key, KEY)
+            if name in material.signing:  # its .crt is a rotation's bundle: the one that signs, alone
+                tree[PKI_DIR / f"{base}{SIGNING_SUFFIX}"] = File(material.signing[name], CERT)
 
     control_plane = host.has(Role.CONTROL_PLANE)
     stacked = cluster.etcd.topology is EtcdTopology.STACKED
