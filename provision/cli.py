@@ -518,6 +518,10 @@ from provision.upgrade.cli import register_upgrade_commands  # noqa: E402  (kube
 
 register_upgrade_commands(app)
 
+from provision.pki.rotate_ca_cli import register_rotate_ca  # noqa: E402
+
+register_rotate_ca(certs_app)
+
 # Group the commands in --help by what an operator is doing.
 _PANELS = {
     "Build a cluster": ("config", "certs", "render", "prepare", "sync", "up", "phase"),
