@@ -242,7 +242,8 @@ def test_haproxy_keepalived_accepted_by_the_real_binaries(tmp_path, endpoint_por
             text = conf.decode()
             assert "virtual_router_id 77" in text and "interface ens5" in text
             assert f"{VIP}/32 dev ens5" in text
-            assert f"https://{host.advertise_address}:6443/readyz" in text  # its own API server
+            # its own haproxy's monitor (which fails with no API server behind it), not its own API server
+            assert f"http://127.0.0.1:{ha.HAPROXY_SERVING_PORT}/serving" in text and "/readyz" not in text
             peers = re.search(r"unicast_peer \{([^}]*)\}", text).group(1).split()
             assert peers == [cp.advertise_address for cp in cluster.control_planes if cp != host]
             priorities.append(int(re.search(r"^\s*priority (\d+)$", text, re.M).group(1)))
@@ -422,3 +423,10 @@ def test_rendered_haproxy_sends_traffic_only_to_ready_api_servers(tmp_path):
         answers = [_get(f"https://127.0.0.1:{lb_port}/version") for _ in range(30)]
         assert {status for status, _ in answers} == {200}
         assert {body for _, body in answers} == {"127.0.0.11", "127.0.0.13"}
+        # What keepalived tracks: haproxy can serve while one API server answers, and not once none does.
+        serving_url = f"http://127.0.0.1:{ha.HAPROXY_SERVING_PORT}/serving"
+        assert _get(serving_url)[0] == 200
+        ready.update({a: False for a in addresses})
+        time.sleep(3)
+        assert _get(serving_url)[0] == 503
+        assert _get(health_url)[0] == 200  # liveness is haproxy itself: it is not restarted for that

@@ -39,7 +39,7 @@ def test_every_template_is_used_by_a_renderer():
 
 def test_a_missing_variable_is_an_error_not_an_empty_string():
     with pytest.raises(jinja2.UndefinedError, match="bind"):
-        templates.render_template("haproxy.cfg.j2", health_port=8081, transparent=False, servers=[])
+        templates.render_template("haproxy.cfg.j2", health_port=8081, serving_port=8082, transparent=False, servers=[])
 
 
 def test_an_unknown_template_is_named():

@@ -20,8 +20,11 @@ kube-vip (load balancer mode `kube-vip`)
 
 haproxy + keepalived (load balancer mode `haproxy-keepalived`)
     keepalived holds the VIP (VRRP, unicast between the control planes, priority by host order,
-    FAULT - and so the VIP moves - when the local API server stops answering /readyz); haproxy
-    on every control plane forwards endpoint port → every API server, checking /readyz over TLS.
+    FAULT - and so the VIP moves - when the local haproxy cannot serve: it is down, or it has no
+    API server left that answers /readyz); haproxy on every control plane forwards endpoint port
+    → every API server, checking /readyz over TLS. keepalived does not track the local API
+    server: while it restarts (a roll, an upgrade), the VIP holder's haproxy serves through the
+    others, and moving the VIP would only cut the connections it carries.
     Port clash: when the endpoint port equals apiServerPort, haproxy and the API server want the
     same port on the same host. haproxy therefore binds the VIP only (`bind VIP:port transparent`:
     haproxy then sets IP_TRANSPARENT, falling back to IP_FREEBIND, which needs no privilege, so
@@ -63,10 +66,11 @@ HAPROXY_CFG = PurePosixPath("/etc/haproxy/haproxy.cfg")
 KEEPALIVED_CONF = PurePosixPath("/etc/keepalived/keepalived.conf")
 ADMIN_CONF = "/etc/kubernetes/admin.conf"
 SUPER_ADMIN_CONF = "/etc/kubernetes/super-admin.conf"
-CA_CERT = "/etc/kubernetes/pki/ca.crt"
 
 # haproxy answers its own liveness probe here (monitor-uri); nothing of Kubernetes uses 8081.
 HAPROXY_HEALTH_PORT = 8081
+# …and here whether it can serve (an API server answering /readyz behind it): keepalived's check.
+HAPROXY_SERVING_PORT = 8082
 KUBE_VIP_LEASE = "plndr-cp-lock"
 
 
@@ -161,6 +165,7 @@ def haproxy_cfg(cluster: Cluster, bind: str, *, foreign: bool) -> str:
     return render_text(
         "haproxy.cfg.j2",
         health_port=HAPROXY_HEALTH_PORT,
+        serving_port=HAPROXY_SERVING_PORT,
         bind=bind,
         transparent=foreign,
         servers=[(cp.name, _address_port(cp.advertise_address, cluster.api_server_port)) for cp in cluster.control_planes],
@@ -175,8 +180,7 @@ def keepalived_conf(cluster: Cluster, host: Host) -> str:
     return render_text(
         "keepalived.conf.j2",
         router_id=host.name,
-        ca_cert=CA_CERT,
-        readyz_url=f"https://{_address_port(host.advertise_address, cluster.api_server_port)}/readyz",
+        serving_url=f"http://127.0.0.1:{HAPROXY_SERVING_PORT}/serving",
         interface=lb.interface,
         virtual_router_id=lb.virtual_router_id,
         priority=150 - index,  # host order: the first control plane is preferred
@@ -213,15 +217,9 @@ def keepalived_pod() -> dict:
         "imagePullPolicy": "IfNotPresent",
         "resources": {"requests": {"cpu": "10m", "memory": "16Mi"}},
         "securityContext": {"capabilities": {"add": ["NET_ADMIN", "NET_BROADCAST", "NET_RAW"]}},
-        "volumeMounts": [
-            {"name": "config", "mountPath": "/usr/local/etc/keepalived/keepalived.conf", "readOnly": True},
-            {"name": "ca", "mountPath": CA_CERT, "readOnly": True},
-        ],
+        "volumeMounts": [{"name": "config", "mountPath": "/usr/local/etc/keepalived/keepalived.conf", "readOnly": True}],
     }
-    volumes = [
-        {"name": "config", "hostPath": {"path": str(KEEPALIVED_CONF), "type": "File"}},
-        {"name": "ca", "hostPath": {"path": CA_CERT, "type": "File"}},
-    ]
+    volumes = [{"name": "config", "hostPath": {"path": str(KEEPALIVED_CONF), "type": "File"}}]
     return _static_pod("keepalived", [container], volumes)
 
 

@@ -348,8 +348,6 @@ def test_haproxy_checks_the_rendered_configs_and_answers_its_probe(containerd, v
 
 def test_keepalived_checks_the_rendered_config(containerd, version, tmp_path, sandbox):
     """keepalived's own config test, in a pod network namespace that has the configured interface."""
-    from provision.render.ha import CA_CERT
-
     cluster = assembly.e2e_clusters(version)["stacked-haproxy-keepalived"]
     interface = cluster.load_balancer.interface
     link = subprocess.run(["nsenter", "-t", str(sandbox), "-n", "ip", "link", "add", interface, "type", "veth", "peer", "name", f"{interface}p"],
@@ -357,19 +355,18 @@ def test_keepalived_checks_the_rendered_config(containerd, version, tmp_path, sa
     assert link.returncode == 0, link.stderr
     rendered = _rendered_ha(version)
     (tmp_path / "keepalived.conf").write_bytes(rendered["keepalived.conf"])
-    (tmp_path / "ca.crt").write_text("not read by a config test\n")
     code, out = containerd.run(
         _ref(version, "keepalived"), "keepalived", "--config-test", "-f", "/usr/local/etc/keepalived/keepalived.conf",
-        mounts={"/usr/local/etc/keepalived/keepalived.conf": str(tmp_path / "keepalived.conf"), CA_CERT: str(tmp_path / "ca.crt")},
+        mounts={"/usr/local/etc/keepalived/keepalived.conf": str(tmp_path / "keepalived.conf")},
         netns=sandbox,
     )
     assert code == 0, out
     # Then as the static pod runs it (privileged here for VRRP's raw sockets; the pod adds NET_ADMIN,
     # NET_BROADCAST, NET_RAW): the image's entrypoint, the VRRP instance up, and the check script's
-    # curl run and failing (no API server behind the address), which keepalived logs.
+    # curl run and failing (no haproxy behind the address), which keepalived logs.
     cid, _, log = containerd.start(
         _ref(version, "keepalived"), privileged=True, netns=sandbox,
-        mounts={"/usr/local/etc/keepalived/keepalived.conf": str(tmp_path / "keepalived.conf"), CA_CERT: str(tmp_path / "ca.crt")},
+        mounts={"/usr/local/etc/keepalived/keepalived.conf": str(tmp_path / "keepalived.conf")},
     )
     try:
         deadline = time.monotonic() + 30
