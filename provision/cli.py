@@ -240,14 +240,31 @@ def certs_renew(
     config: ConfigOpt = None,
     inventory: InventoryOpt = None,
     cluster_dir: ClusterDirOpt = None,
-    host: Annotated[Optional[list[str]], typer.Option("--host", help="Only these hosts (repeatable).")] = None,
+    host: Annotated[Optional[list[str]], typer.Option("--host", help="Only these hosts' certificates (repeatable).")] = None,
     new_key: Annotated[bool, typer.Option("--new-key", help="Also replace the private key (default: keep it).")] = False,
+    local_only: Annotated[bool, typer.Option("--local-only", help="Renew in the cluster directory only; a later `up` pushes them.")] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="List per host, in the roll's order, the files that would be replaced and what would restart; change nothing, contact no host.")] = False,
+    known_hosts: KnownHostsOpt = None,
+    trust_on_first_use: TofuOpt = False,
+    timeout: Annotated[float, typer.Option("--timeout", min=1, help="Seconds to wait for an API server, a static pod, etcd or a node.")] = 300.0,
 ) -> None:
-    """Re-issue certificates from their CA with the current SANs and validity.
+    """Re-issue certificates and kubeconfigs from their CA with the current SANs and validity, and
+    roll them out to the hosts that hold them.
 
-    The old certificate and key are copied to CLUSTER_DIR/backup/UTC_TIME/ first. The key is
-    kept unless --new-key. Push the result to the hosts with a later `sync`/`up`.
+    The old certificate and key are copied to CLUSTER_DIR/backup/UTC_TIME/ first; the key is
+    kept unless --new-key. Then, like `kubeadm certs renew` on every control plane but without
+    the manual restarts: external etcd members and control planes one at a time (each back, Ready
+    and etcd healthy before the next), then the workers (not drained: only their kubelet
+    restarts). On each, the replaced files are backed up on the host, and what reads them is
+    restarted: a static pod whose certificates or kubeconfig changed (its manifest moved out and
+    back), the kubelet for kubelet.conf, etcd's unit. An API server is taken out of the load
+    balancers while it restarts. Interrupted, the same command continues the roll without
+    renewing again.
+
+    Examples: kubeprov certs renew all -c cluster.yaml --dry-run;
+    kubeprov certs renew apiserver --host cp1 -c cluster.yaml
     """
+    from provision.day2 import certs_renew as renewal
     from provision.pki import PKIStore
 
     cluster = _load(config, inventory, cluster_dir, expiry=False)
@@ -256,7 +273,35 @@ def certs_renew(
     creds = store.select(names, host or [])
     if not creds:
         raise KubeprovError("nothing matches those names and hosts")
-    _print_outcomes(store.renew(creds, new_key=new_key), verbose=True)
+    if dry_run:
+        trees, changed = renewal.trial(cluster, names, host or [], new_key=new_key)
+        out.print(f"renew {len(creds)} in {store.root}: " + ", ".join(c.label for c in creds), soft_wrap=True)
+        if not local_only:
+            for name, line in renewal.plan_lines(cluster, trees, changed):
+                out.print(f"{name:<14} {line}", soft_wrap=True)
+        out.print("dry run: nothing was changed", soft_wrap=True)
+        return
+    if local_only:
+        _print_outcomes(store.renew(creds, new_key=new_key), verbose=True)
+        out.print("the hosts keep the old ones until `kubeprov up` (or `certs renew` without --local-only) rolls them out", soft_wrap=True)
+    else:
+        from provision.phases.context import UpContext, UpOptions
+        from provision.phases.progress import ConsoleReporter
+        from provision.transport import DEFAULT_KNOWN_HOSTS
+
+        journal = renewal.open_journal(store.root, [c.label for c in creds])
+        with _transport(known_hosts, trust_on_first_use, 10.0) as transport:
+            ctx = UpContext(cluster, UpOptions(known_hosts=known_hosts or DEFAULT_KNOWN_HOSTS, api_timeout=timeout,
+                                               node_timeout=timeout), transport, ConsoleReporter(out))
+            hosts = renewal.hosts_holding(ctx)  # every host asked before anything changes: one that does not answer stops here
+            if journal.done(renewal.LOCAL):
+                out.print(f"resuming the interrupted renew: renewed in {store.root} already; rolling the hosts not done yet", soft_wrap=True)
+            else:
+                _print_outcomes(store.renew(creds, new_key=new_key), verbose=True)
+                journal.mark(renewal.LOCAL, "done")
+                ctx.reread_pki()
+            rolled = renewal.roll_out(ctx, hosts, journal)
+        out.print(f"rolled out to {len(rolled)} hosts: {', '.join(rolled) or 'none (their copies were current)'}", soft_wrap=True)
     from provision.loading import warn_expiring
 
     warn_expiring(cluster, config, inventory, cluster_dir)  # what this renew left expiring, read after it

@@ -93,9 +93,30 @@ def _under(path: str, read: str) -> bool:
     return path == read or path.startswith(read + "/")
 
 
+def _named_paths(pod: dict) -> list[str]:
+    """Absolute paths the pod's containers name in their command and arguments (`--flag=/a,/b`, `/a`)."""
+    words = [w for c in pod.get("spec", {}).get("containers", []) for w in (c.get("command") or []) + (c.get("args") or [])]
+    values = [w.split("=", 1)[1] if w.startswith("-") and "=" in w else w for w in words]
+    return [v.rstrip("/") for value in values for v in value.split(",") if v.startswith("/")]
+
+
+def _reads(pod: dict, path: str) -> bool:
+    """Whether the static pod reads the host's `path`: it lies in one of the pod's hostPath volumes,
+    and the pod's command names it (Kubernetes' components name every file they read with a flag,
+    so kube-controller-manager, which mounts all of /etc/kubernetes/pki, does not read
+    apiserver.crt), or names nothing in that volume (haproxy reads its config by its own path)."""
+    named = _named_paths(pod)
+    for volume in _host_paths(pod):
+        if _under(path, volume):
+            inside = [n for n in named if _under(n, volume)]
+            if not inside or any(_under(path, n) for n in inside):
+                return True
+    return False
+
+
 def restarts(tree: dict, changed: Iterable[str], *, kubelet: bool = False) -> Restarts:
     """What restarts for `changed` paths of a host whose desired files are `tree` (pure):
-    a changed manifest's pod (by itself), a pod whose hostPath volumes hold a changed file, a
+    a changed manifest's pod (by itself), a pod that reads a changed file (`_reads`), a
     service of SERVICE_READS the host runs whose files changed, the kubelet for its own files (or
     `kubelet`: its binary changed)."""
     changed = {str(p) for p in changed}
@@ -107,7 +128,7 @@ def restarts(tree: dict, changed: Iterable[str], *, kubelet: bool = False) -> Re
         name = pod.get("metadata", {}).get("name", PurePosixPath(path).stem)
         if path in changed:
             manifests.append(name)
-        elif any(_under(c, hp) for c in changed for hp in _host_paths(pod)):
+        elif any(_reads(pod, c) for c in changed):
             readers.append(name)
     return Restarts(kubelet or bool(changed & KUBELET_FILES), tuple(sorted(manifests)), tuple(sorted(readers)), services)
 

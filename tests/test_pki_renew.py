@@ -35,7 +35,7 @@ def test_stale_sans_reported_then_renewed(make_cluster):
     assert rc == 1 and "apiserver (cp1)" in err, out + err
 
     # Renew one host's cert, keeping its key.
-    rc, out, err = run_cli("certs", "renew", "apiserver", "--host", "cp1", "-c", path)
+    rc, out, err = run_cli("certs", "renew", "--local-only", "apiserver", "--host", "cp1", "-c", path)
     assert rc == 0, out + err
     backups = sorted((cluster_dir / "backup").iterdir())
     assert len(backups) == 1 and re.fullmatch(r"\d{8}T\d{6}Z", backups[0].name), backups
@@ -53,7 +53,7 @@ def test_stale_sans_reported_then_renewed(make_cluster):
 
     # --new-key replaces the key too; a second renew in the same second keeps the first backup.
     renewed_crt = cp1_crt.read_bytes()
-    rc, out, err = run_cli("certs", "renew", "apiserver", "--host", "cp1", "--new-key", "-c", path)
+    rc, out, err = run_cli("certs", "renew", "--local-only", "apiserver", "--host", "cp1", "--new-key", "-c", path)
     assert rc == 0, out + err
     assert cp1_key.read_bytes() != original_key
     assert openssl_public_key(cp1_crt, of_cert=True) == openssl_public_key(cp1_key, of_cert=False)
@@ -64,7 +64,7 @@ def test_stale_sans_reported_then_renewed(make_cluster):
     assert (backups[1] / "pki/nodes/cp1/apiserver.crt").read_bytes() == renewed_crt
 
     # Renewing the rest clears every problem.
-    rc, out, err = run_cli("certs", "renew", "apiserver", "-c", path)
+    rc, out, err = run_cli("certs", "renew", "--local-only", "apiserver", "-c", path)
     assert rc == 0, out + err
     rc, out, err = run_cli("certs", "check-expiration", "-c", path)
     assert rc == 0, out + err
@@ -74,7 +74,7 @@ def test_renew_unknown_name_or_host_is_one_line(make_cluster):
     path = make_cluster()
     assert run_cli("certs", "generate", "-c", path)[0] == 0
     for args in (("apiserverx",), ("apiserver", "--host", "nope")):
-        rc, out, err = run_cli("certs", "renew", *args, "-c", path)
+        rc, out, err = run_cli("certs", "renew", "--local-only", *args, "-c", path)
         assert rc != 0 and len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
 
 
@@ -111,7 +111,7 @@ def test_new_endpoint_makes_kubeconfigs_stale_until_renewed(make_cluster):
     assert not any(name == "kubelet.conf" and "cp1" in where for name, where in stale), out
     assert "https://api.moved.example:6443" in out
 
-    rc, out, err = run_cli("certs", "renew", "admin.conf", "super-admin.conf", "kubelet.conf", "apiserver", "-c", path)
+    rc, out, err = run_cli("certs", "renew", "--local-only", "admin.conf", "super-admin.conf", "kubelet.conf", "apiserver", "-c", path)
     assert rc == 0, out + err
     admin = (cluster_dir_of(path) / "kubeconfigs" / "admin.conf").read_text()
     assert "server: https://api.moved.example:6443" in admin

@@ -117,3 +117,15 @@ def test_an_external_etcd_member_restarts_its_service_for_its_certificates_unit_
     owed = Restarts(services=("etcd",), kubelet=True)
     assert Restarts.owed({"state": "started", "kubelet": True, "services": ["etcd"]}) == owed
     assert "etcd restarted (systemd" in owed.said()
+
+
+def test_a_pod_that_names_its_files_restarts_only_for_those_it_names():
+    # kube-controller-manager mounts all of /etc/kubernetes/pki but reads only what its flags name.
+    kcm = _pod("kube-controller-manager", ["/etc/kubernetes/pki", "/etc/kubernetes/controller-manager.conf"],
+               command=("kube-controller-manager", "--root-ca-file=/etc/kubernetes/pki/ca.crt",
+                        "--kubeconfig=/etc/kubernetes/controller-manager.conf", "--cert-dir=/etc/kubernetes/pki/kcm/"))
+    tree = {"/etc/kubernetes/manifests/kube-controller-manager.yaml": File(yaml.safe_dump(kcm).encode())}
+    assert restarts(tree, ["/etc/kubernetes/pki/apiserver.crt"]) == Restarts()
+    assert restarts(tree, ["/etc/kubernetes/pki/ca.crt"]) == Restarts(readers=("kube-controller-manager",))
+    assert restarts(tree, ["/etc/kubernetes/controller-manager.conf"]) == Restarts(readers=("kube-controller-manager",))
+    assert restarts(tree, ["/etc/kubernetes/pki/kcm/serving.crt"]) == Restarts(readers=("kube-controller-manager",))

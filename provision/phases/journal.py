@@ -95,6 +95,14 @@ class HostJournal:
                 return cls(path, key, dict(data.get("hosts") or {}))
         return cls(path, key)
 
+    @staticmethod
+    def unfinished_key(path: Path) -> str | None:
+        """The key of the roll journalled at `path` and not finished yet (None: no such roll)."""
+        try:
+            return json.loads(Path(path).read_text()).get("key")
+        except (FileNotFoundError, ValueError, AttributeError):
+            return None
+
     @property
     def resumed(self) -> bool:
         return bool(self.hosts)

@@ -1,5 +1,5 @@
-"""Rolling changes on a running HA cluster with real binaries: a config change through `up` and
-`upgrade apply` from one real Kubernetes patch release to the next, while the API is used.
+"""Rolling changes on a running HA cluster with real binaries: renewed certificates, a config
+change through `up` and `upgrade apply` from one real Kubernetes patch release to the next, while the API is used.
 
 Needs KUBEPROV_E2E_BUNDLE=DIR (the version the lab is built at, e.g. v1.28.4; see
 tests/e2e/test_up_e2e.py) and KUBEPROV_E2E_BUNDLE_NEXT=DIR (real binaries of a later patch of the
@@ -10,6 +10,9 @@ here skips, saying why. One lab (KUBEPROV_E2E_UPGRADE_LAB, default ug2): 3 stack
 
 In order, on that cluster, while /readyz is asked through the VIP every 100 ms and a client writes
 and lists ConfigMaps through it every 200 ms (each failed request counted and named):
+0. `certs renew all` rolls the renewed certificates and kubeconfigs out (control planes one at a
+   time, workers not drained); every host holds them, and real `kubeadm certs check-expiration`
+   on a control plane reads the new dates;
 1. `up` with an extra kube-apiserver flag in the cluster file rolls the control planes one at a
    time: every API server runs with the flag;
 2. `upgrade apply` refuses, exit 1 and nothing changed, when the file names another version and
@@ -154,6 +157,41 @@ def _write(ha, name: str, **changes) -> Path:
 
 def _with_flag(ha) -> dict:
     return {"controlPlane": {"apiServer": {"extraArgs": {FLAG[0]: FLAG[1]}}}}
+
+
+def _not_after(ha, name: str) -> str:
+    """The local certificate's expiry as `kubeadm certs check-expiration` prints it."""
+    from cryptography import x509
+
+    cert = x509.load_pem_x509_certificate((Path(ha.doc["clusterDir"]) / "pki" / name).read_bytes())
+    return f"{cert.not_valid_after_utc:%b %d, %Y %H:%M} UTC"
+
+
+def test_certs_renew_all_rolls_out_with_the_api_serving_and_kubeadm_reads_the_new_dates(ha):
+    cp = ha.control_planes[0]
+    before = _not_after(ha, f"nodes/{cp}/apiserver.crt")
+    time.sleep(61 - time.time() % 60)  # a new minute: kubeadm prints expiry dates to the minute
+    with Traffic(ha) as traffic:
+        started = time.monotonic()
+        code, out, err = run_cli("certs", "renew", "all", "-c", ha.cluster_file, timeout=1800)
+        seconds = time.monotonic() - started
+    print(f"\n[e2e] certs renew all, rolled out: {seconds:.1f} s; {traffic.said()}\n{out[-4000:]}")
+    assert code == 0, out[-6000:] + err
+    settled = [line.split()[0] for line in out.splitlines() if "settled:" in line]
+    assert settled == ha.nodes and settled[:3] == ha.control_planes, out[-6000:]  # control planes one at a time, in order
+    assert "cordoned" not in out  # a worker's pods keep running: only its kubelet restarts
+    assert not any(traffic.failures().values()), traffic.said()
+    after = _not_after(ha, f"nodes/{cp}/apiserver.crt")
+    assert after != before
+    code, out, err = run_cli("certs", "check-expiration", "--on-hosts", "-c", ha.cluster_file, timeout=300)
+    assert code == 0 and " differs" not in out and " missing" not in out, out + err  # every host holds the new ones
+    ha.ssh(cp, "cat > /usr/local/bin/kubeadm && chmod 0755 /usr/local/bin/kubeadm", stdin=(ha.bundle / "bin" / "kubeadm").read_bytes())
+    said = ha.ssh(cp, "kubeadm certs check-expiration").stdout.decode()
+    print(f"\n[e2e] kubeadm certs check-expiration on {cp} after the renew:\n{said}")
+    apiserver = next(line for line in said.splitlines() if line.startswith("apiserver "))
+    assert after in apiserver, (after, apiserver)
+    nodes = json.loads(ha.kubectl("get", "nodes", "-o", "json").stdout)["items"]
+    assert all(c["status"] == "True" for n in nodes for c in n["status"]["conditions"] if c["type"] == "Ready")
 
 
 def test_a_rolling_config_change_keeps_the_api_serving(ha):
