@@ -162,7 +162,7 @@ def certs_check_expiration(
 
     With --on-hosts, a third table: each certificate and kubeconfig every host holds (one SSH
     command per host), "same" as the cluster directory's, "differs" (with the host's own expiry:
-    renewed by hand, or a renew never pushed with `up`) or "missing".
+    renewed by hand, or a `certs renew --local-only` not yet pushed) or "missing".
 
     Exit code 1 when anything is missing, stale or expires within 30 days, or differs on a host
     (each named on stderr). `-o json`: {"certificates": [...], "certificateAuthorities": [...]}, the
@@ -190,7 +190,7 @@ def certs_check_expiration(
         problems += [f"{row.name} ({row.host or 'cluster'}): {p}" for p in row.problems]
     for row in ca_rows:
         problems += [f"{row.name}: {p}" for p in row.problems]
-    problems += [f"{h.path} on {h.host}: {h.state} (the cluster directory's is pushed by `kubeprov up`)" for h in held if h.state != "same"]
+    problems += [f"{h.path} on {h.host}: {h.state} (`kubeprov up` pushes the cluster directory's)" for h in held if h.state != "same"]
     if output is console.Output.JSON:
         def as_json(row, ca: bool) -> dict:
             return {
