@@ -33,7 +33,8 @@ def render_pki(cluster: Cluster, host: Host, material: Material) -> Tree:
         tree[PKI_DIR / f"{base}.crt"] = File(crt, CERT)
         if with_key and key is not None:
             tree[PKI_DIR / f"{base}.key"] = File(key, KEY)
-            if name in material.signing:  # its .crt is a rotation's bundle: the one that signs, alone
+            # The cluster CA's .crt is a rotation's bundle: the one the controller manager signs with, alone.
+            if name == "ca" and name in material.signing:
                 tree[PKI_DIR / f"{base}{SIGNING_SUFFIX}"] = File(material.signing[name], CERT)
 
     control_plane = host.has(Role.CONTROL_PLANE)
