@@ -265,3 +265,36 @@ def test_the_dry_run_lists_the_steps_per_host_and_changes_nothing(generated):
     cp_switch = next(line for line in out.splitlines() if line.startswith(names[0]) and "5/8 switch:" in line)
     assert "/etc/kubernetes/pki/apiserver.crt" in cp_switch and "kube-apiserver" in cp_switch, out
     assert out.strip().endswith("dry run: nothing was changed")
+
+
+class _Answer:
+    def __init__(self, data=None):
+        self.data, self.ok = data or {}, True
+
+    def json(self, what):
+        return self.data
+
+
+def test_workloads_are_restarted_and_on_delete_ones_are_named_not_restarted():
+    ran = []
+
+    class Kubectl:
+        def run(self, *args, **kw):
+            ran.append(args)
+            if args[0] == "get":
+                return _Answer({"items": [
+                    {"kind": "DaemonSet", "metadata": {"namespace": "kube-system", "name": "kube-proxy"},
+                     "spec": {"updateStrategy": {"type": "RollingUpdate"}}},
+                    {"kind": "StatefulSet", "metadata": {"namespace": "db", "name": "pg"},
+                     "spec": {"updateStrategy": {"type": "OnDelete"}}},
+                    {"kind": "Deployment", "metadata": {"namespace": "kube-system", "name": "coredns"}, "spec": {}}]})
+            return _Answer()
+
+    ctx = _Ctx(None, None)
+    ctx.kubectl = lambda **kw: Kubectl()
+    ctx.options = type("O", (), {"node_timeout": 60.0})()
+    rc.restart_workloads(ctx)
+    restarted = [a[2] for a in ran if a[:2] == ("rollout", "restart")]
+    assert restarted == ["daemonset/kube-proxy", "deployment/coredns"]
+    assert [a[2] for a in ran if a[:2] == ("rollout", "status")] == restarted
+    assert any("db/statefulset/pg" in text and "OnDelete" in text for _, text in ctx.lines)

@@ -412,7 +412,15 @@ def restart_workloads(ctx) -> None:
     the CA from the service account volume once, at start."""
     kubectl = ctx.kubectl(local=False)
     listed = kubectl.run("get", "deployments,daemonsets,statefulsets", "-A", "-o", "json", timeout=60).json("kubectl get")
-    names = [(i["metadata"]["namespace"], f"{i['kind'].lower()}/{i['metadata']['name']}") for i in listed.get("items", [])]
+    items = listed.get("items", [])
+    # `rollout restart` replaces no pod of an OnDelete workload (and `rollout status` refuses it): said, left to its owner.
+    on_delete = [f"{i['metadata']['namespace']}/{i['kind'].lower()}/{i['metadata']['name']}" for i in items
+                 if (i.get("spec", {}).get("updateStrategy") or {}).get("type") == "OnDelete"]
+    names = [(i["metadata"]["namespace"], f"{i['kind'].lower()}/{i['metadata']['name']}") for i in items
+             if f"{i['metadata']['namespace']}/{i['kind'].lower()}/{i['metadata']['name']}" not in on_delete]
+    if on_delete:
+        ctx.say("local", "not restarted (OnDelete update strategy: delete their pods to load the CA bundle): "
+                + ", ".join(on_delete), "warning")
     for namespace, what in names:
         kubectl.run("rollout", "restart", what, "-n", namespace, timeout=60)
     for namespace, what in names:
