@@ -326,6 +326,15 @@ def _etcd_healthy(ctx, when: str) -> None:
                             "the roll stops here; run the command again once it is")
 
 
+def _etcd_leader_elsewhere(ctx, host: Host) -> None:
+    """Before the etcd member on `host` restarts: its leadership handed to another member."""
+    from provision.kube import etcd_members
+
+    leader = etcd_members.hand_over_leadership(ctx.transport, host)
+    if leader:
+        ctx.say(host.name, f"etcd leadership handed to {leader} before its member restarts", "changed")
+
+
 def _roll_host(ctx, host: Host, roll: Roll, journal: HostJournal | None) -> None:
     """Install, push, restart, settle one host (its wave's drain and etcd checks are the caller's)."""
     from provision.phases.context import check_run
@@ -348,6 +357,8 @@ def _roll_host(ctx, host: Host, roll: Roll, journal: HostJournal | None) -> None
     if api_restarts:
         _load_balancers(ctx, host, "out")
         time.sleep(LB_SETTLE)
+    if "etcd" in (*why.manifests, *why.readers, *why.services):
+        _etcd_leader_elsewhere(ctx, host)
     changes = push_tree(ctx, host, tree)
     if changes:
         ctx.say(host.name, f"{len(changes)} files replaced (backups kept on the host): "

@@ -111,6 +111,22 @@ def promote(transport, host: Host, member_id: str) -> None:
     _call(transport, host, "/v3/cluster/member/promote", {"ID": member_id})
 
 
+def hand_over_leadership(transport, host: Host) -> str | None:
+    """When the member on `host` leads, hand leadership to another voting member before it stops
+    (etcd's MoveLeader, asked of the leader itself): a leader that just stops leaves the cluster
+    leaderless for an election timeout, long enough for every API server's /readyz etcd check to
+    fail at once. The new leader's name, or None when `host` does not lead or leads alone."""
+    status = _call(transport, host, "/v3/maintenance/status", {})
+    me = str((status.get("header") or {}).get("member_id", ""))
+    if not me or str(status.get("leader", "")) != me:
+        return None
+    others = [m for m in members(transport, host) if m.id != me and not m.learner and m.name]
+    if not others:
+        return None
+    _call(transport, host, "/v3/maintenance/transfer-leadership", {"targetID": others[0].id})
+    return others[0].name
+
+
 def healthy(transport, host: Host) -> tuple[bool, str]:
     """(healthy, what it said): the member's own /health on its loopback metrics listener."""
     address = staticpod.loopback_for(host.advertise_address)
