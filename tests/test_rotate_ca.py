@@ -157,7 +157,7 @@ def test_desired_ca_orders_the_bundle_by_step():
 
 
 def test_a_kubelets_cert_and_key_file_is_checked_against_the_new_ca(generated):
-    path, root = generated
+    _, root = generated
     pki = root / "pki"
     leaf = next((pki / "nodes").glob("*/apiserver-kubelet-client.crt"))
     pair = leaf.read_bytes() + leaf.with_suffix(".key").read_bytes()  # the kubelet keeps both in one file
