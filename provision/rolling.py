@@ -272,7 +272,10 @@ def _bounce(ctx, host: Host, tree: dict, names: Iterable[str]) -> dict[str, floa
     from provision.transport import remote
 
     began = {}
-    for path, pod in static_pods(tree).items():
+    # etcd first, and healthy again before the rest: an API server restarted before it would be
+    # taken back into the load balancers while its etcd is still starting (its /readyz says 500).
+    pods = sorted(static_pods(tree).items(), key=lambda item: item[1]["metadata"]["name"] != "etcd")
+    for path, pod in pods:
         name = pod["metadata"]["name"]
         if name not in names:
             continue
@@ -282,7 +285,20 @@ def _bounce(ctx, host: Host, tree: dict, names: Iterable[str]) -> dict[str, floa
             raise KubeprovError(f"{host.name}: restarting {name} failed (exit {result.exit_code}): {result.summary()}")
         began[name] = float(result.stdout.split()[-1])
         ctx.say(host.name, f"{name} restarted (its manifest moved out and back)", "changed")
+        if name == "etcd":
+            _etcd_member_healthy(ctx, host)
     return began
+
+
+def _etcd_member_healthy(ctx, host: Host) -> None:
+    from provision.kube import etcd_members
+
+    timeout = ctx.options.api_timeout
+    unhealthy = etcd_members.wait_healthy(ctx.transport, [host], timeout=timeout, parallel=1)
+    if unhealthy:
+        raise KubeprovError(f"{host.name}: its etcd member is not healthy {timeout:g} s after its restart "
+                            f"(/health: {unhealthy[1] or 'no answer'}); see `journalctl -u kubelet` there")
+    ctx.say(host.name, "its etcd member is healthy again")
 
 
 # Before a control plane's API server restarts, new connections to it are reset, its own host's

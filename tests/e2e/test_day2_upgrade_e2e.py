@@ -81,8 +81,12 @@ class Traffic:
                         threading.Thread(target=self._loop, args=(self._write_and_list, 0.2, self.client), daemon=True)]
 
     def _probe(self, i: int) -> None:
-        with urllib.request.urlopen(f"{self.base}/readyz", context=self.tls, timeout=2) as answer:
-            assert answer.status == 200
+        try:
+            with urllib.request.urlopen(f"{self.base}/readyz", context=self.tls, timeout=2) as answer:
+                assert answer.status == 200
+        except urllib.error.HTTPError as error:  # /readyz lists its failed checks: say which
+            failed = [line for line in error.read().decode(errors="replace").splitlines() if line.startswith("[-]")]
+            raise AssertionError(f"/readyz {error.code}: {'; '.join(failed) or 'no failed check named'}") from None
 
     def _write_and_list(self, i: int) -> None:
         name = f"traffic-{i % 20}"
