@@ -7,7 +7,9 @@ caller's `install`) and files (through the transport, the one writer: it keeps a
 it replaces); then what reads them restarted: a static pod whose manifest changed restarts by
 itself, one whose manifest is the same but that reads a changed file (a certificate, a
 kubeconfig, a config) is stopped and started again (its manifest moved out and back, as kubeadm
-advises), the kubelet restarted when its own files or binary changed; then the host waited for:
+advises; etcd first, its leadership handed over before and its health awaited after, so no API
+server rejoins the load balancers over an etcd still starting), the kubelet restarted when its
+own files or binary changed; then the host waited for:
 its API server's /readyz, each of its static pods' mirror pod showing the manifest's containers
 and Ready (the new pod, not the old one still Ready), etcd healthy again. External etcd members go
 first, one at a time, the same way: their systemd unit restarted when a file it reads changed, the
