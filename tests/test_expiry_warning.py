@@ -166,5 +166,6 @@ def test_an_expiring_ca_is_named_and_said_not_renewable(make_cluster):
     line = one_warning(err)
     pki = cluster_dir_of(cluster) / "pki"
     assert f"ca CA expires {stamp(pki / 'ca.crt')} (in 10 days)" in line
-    assert line.endswith(f"renew them with `kubeprov certs renew all -c {cluster}`; "
-                         "no kubeprov command renews a CA yet (`certs renew` re-issues what a CA signs)")
+    assert (f"renew them with `kubeprov certs renew all -c {cluster}`; replace each CA with "
+            f"`kubeprov certs rotate-ca ca -c {cluster}`, then ") in line
+    assert f"`kubeprov certs rotate-ca etcd-ca -c {cluster}`" in line and line.endswith("`")

@@ -133,6 +133,9 @@ def warning(cluster: Cluster, *, renew_args: Sequence[str] = (), now: dt.datetim
     parts = [head]
     if leaves:
         parts.append(f"renew {'it' if len(found) == 1 else 'them'} with `{renew_command(leaves, credentials, renew_args)}`")
-    if len(leaves) < len(found):
-        parts.append("no kubeprov command renews a CA yet (`certs renew` re-issues what a CA signs)")
+    cas = [e for e in found if e.is_ca]
+    if cas:
+        # One CA per rotation: each is a roll of the whole cluster (certs rotate-ca --help).
+        parts.append("replace " + ("the CA" if len(cas) == 1 else "each CA") + " with " + ", then ".join(
+            f"`{shlex.join(['kubeprov', 'certs', 'rotate-ca', e.name, *renew_args])}`" for e in cas))
     return "; ".join(parts)
