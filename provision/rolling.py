@@ -158,7 +158,6 @@ class Roll:
     batch: int = BATCH
     drain_timeout: float = 300.0
     force: bool = False  # drain pods no controller manages too
-    restart_all: bool = False  # restart every reader of the files even when the host's copies are current (a resumed renew)
     drain: bool = True  # workers cordoned and drained first; False when only the kubelet restarts (its pods keep running)
     done: set[str] = field(default_factory=set)
 
@@ -429,7 +428,7 @@ def needs_roll(ctx, host: Host, roll: Roll, journal: HostJournal | None) -> bool
         return False
     if journal and journal.owed(host.name):
         return True
-    if roll.install or roll.kubelet_version or roll.restart_all:
+    if roll.install or roll.kubelet_version:
         return True
     return bool(pending(ctx, host, roll.tree(host)))
 
