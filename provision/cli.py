@@ -37,7 +37,7 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 config_app = typer.Typer(help="Check a cluster file, or print a commented example.", no_args_is_help=True)
-certs_app = typer.Typer(help="The cluster PKI: generate, check expiration, renew.", no_args_is_help=True)
+certs_app = typer.Typer(help="The cluster PKI: generate, check expiration, renew (rolled out to the hosts), rotate a CA.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
 app.add_typer(certs_app, name="certs")
 
