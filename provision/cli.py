@@ -265,6 +265,7 @@ def certs_renew(
     kubeprov certs renew apiserver --host cp1 -c cluster.yaml
     """
     from provision.day2 import certs_renew as renewal
+    from provision.phases.progress import HostLines
     from provision.pki import PKIStore
 
     cluster = _load(config, inventory, cluster_dir, expiry=False)
@@ -273,12 +274,13 @@ def certs_renew(
     creds = store.select(names, host or [])
     if not creds:
         raise KubeprovError("nothing matches those names and hosts")
+    lines = HostLines(out, cluster)
     if dry_run:
         trees, changed = renewal.trial(cluster, names, host or [], new_key=new_key)
         out.print(f"renew {len(creds)} in {store.root}: " + ", ".join(c.label for c in creds), soft_wrap=True)
         if not local_only:
             for name, line in renewal.plan_lines(cluster, trees, changed):
-                out.print(f"{name:<14} {line}", soft_wrap=True)
+                lines.line(name, line)
         out.print("dry run: nothing was changed", soft_wrap=True)
         return
     if local_only:
@@ -286,13 +288,12 @@ def certs_renew(
         out.print("the hosts keep the old ones until `kubeprov up` (or `certs renew` without --local-only) rolls them out", soft_wrap=True)
     else:
         from provision.phases.context import UpContext, UpOptions
-        from provision.phases.progress import ConsoleReporter
         from provision.transport import DEFAULT_KNOWN_HOSTS
 
         journal = renewal.open_journal(store.root, [c.label for c in creds])
         with _transport(known_hosts, trust_on_first_use, 10.0) as transport:
             ctx = UpContext(cluster, UpOptions(known_hosts=known_hosts or DEFAULT_KNOWN_HOSTS, api_timeout=timeout,
-                                               node_timeout=timeout), transport, ConsoleReporter(out))
+                                               node_timeout=timeout), transport, lines)
             hosts = renewal.hosts_holding(ctx)  # every host asked before anything changes: one that does not answer stops here
             if journal.done(renewal.LOCAL):
                 out.print(f"resuming the interrupted renew: renewed in {store.root} already; rolling the hosts not done yet", soft_wrap=True)

@@ -287,19 +287,9 @@ def _bounce(ctx, host: Host, tree: dict, names: Iterable[str]) -> dict[str, floa
         began[name] = float(result.stdout.split()[-1])
         ctx.say(host.name, f"{name} restarted (its manifest moved out and back)", "changed")
         if name == "etcd":
-            _etcd_member_healthy(ctx, host)
+            _etcd_healthy(ctx, f"after its restart on {host.name}", [host])
+            ctx.say(host.name, "its etcd member is healthy again")
     return began
-
-
-def _etcd_member_healthy(ctx, host: Host) -> None:
-    from provision.kube import etcd_members
-
-    timeout = ctx.options.api_timeout
-    unhealthy = etcd_members.wait_healthy(ctx.transport, [host], timeout=timeout, parallel=1)
-    if unhealthy:
-        raise KubeprovError(f"{host.name}: its etcd member is not healthy {timeout:g} s after its restart "
-                            f"(/health: {unhealthy[1] or 'no answer'}); see `journalctl -u kubelet` there")
-    ctx.say(host.name, "its etcd member is healthy again")
 
 
 # Before a control plane's API server restarts, new connections to it are reset, its own host's
@@ -331,12 +321,13 @@ def _wait_gone(ctx, host: Host, pids: set[str]) -> None:
         time.sleep(0.5)
 
 
-def _etcd_healthy(ctx, when: str) -> None:
-    """Every etcd member (stacked or external) answers its /health, or the roll stops."""
+def _etcd_healthy(ctx, when: str, members: list[Host] | None = None) -> None:
+    """Every etcd member (stacked or external; or only `members`) answers its /health, or the roll stops."""
     from provision.kube import etcd_members
 
     timeout = ctx.options.api_timeout
-    unhealthy = etcd_members.wait_healthy(ctx.transport, ctx.cluster.etcd_members, timeout=timeout, parallel=ctx.options.parallel)
+    unhealthy = etcd_members.wait_healthy(ctx.transport, members or ctx.cluster.etcd_members, timeout=timeout,
+                                          parallel=ctx.options.parallel)
     if unhealthy:
         name, said = unhealthy
         raise KubeprovError(f"{name}: etcd is not healthy {when} (after {timeout:g} s; /health: {said or 'no answer'}): "

@@ -40,6 +40,21 @@ class ConsoleReporter(Reporter):
         self.console.print(f"{self._indent(step)}    {escape(host):<14} [{style}]{status:9}[/] {escape(text)}", soft_wrap=True)
 
 
+class HostLines(Reporter):
+    """A day-2 command's progress outside the phase runner (renew, rotate-ca, upgrade apply): one
+    plain line per report, the host names aligned (`width`: the longest, "local" included)."""
+
+    def __init__(self, console: Console, cluster):
+        self.console = console
+        self.width = max([len("local"), *(len(h.name) for h in cluster.hosts)])
+
+    def line(self, host: str, text: str) -> None:
+        self.console.print(f"{host:<{self.width}}  {text}", soft_wrap=True)
+
+    def host_line(self, step: Step | None, host: str, status: str, text: str) -> None:
+        self.line(host, f"{status:<8}  {text}")
+
+
 def summary_table(report: RunReport) -> Table:
     table = Table(box=None, pad_edge=False, title="phases", title_justify="left")
     for column in ("PHASE", "STATUS", "SECONDS"):

@@ -40,7 +40,7 @@ def register_rotate_ca(certs_app: typer.Typer) -> None:
         Example: kubeprov certs rotate-ca ca -c cluster.yaml --dry-run
         """
         from provision.phases.context import UpContext, UpOptions
-        from provision.phases.runner import Reporter
+        from provision.phases.progress import HostLines
         from provision.pki.rotate_ca import Rotation, check, plan_lines, rotate
         from provision.transport import DEFAULT_KNOWN_HOSTS, Options, Transport
 
@@ -48,17 +48,12 @@ def register_rotate_ca(certs_app: typer.Typer) -> None:
         hosts_file = known_hosts or DEFAULT_KNOWN_HOSTS
         options = UpOptions(known_hosts=hosts_file, lab=lab, api_timeout=timeout, node_timeout=timeout, bundle=None)
         check(cluster, UpContext(cluster, options, None).cluster_dir, name)
-        width = max([len("local")] + [len(h.name) for h in cluster.hosts])
-
-        class Lines(Reporter):
-            def host_line(self, step, host, status, text):
-                out.print(f"{host:<{width}}  {status:<8}  {text}", soft_wrap=True)
-
+        lines = HostLines(out, cluster)
         if dry_run:
             ctx = UpContext(cluster, options, None)
             for host, line in plan_lines(Rotation(ctx, name)):
-                out.print(f"{host:<{width}}  {line}", soft_wrap=True)
+                lines.line(host, line)
             out.print("dry run: nothing was changed", soft_wrap=True)
             return
         with Transport(Options(known_hosts=hosts_file, trust_on_first_use=trust_on_first_use)) as transport:
-            rotate(Rotation(UpContext(cluster, options, transport, Lines()), name))
+            rotate(Rotation(UpContext(cluster, options, transport, lines), name))

@@ -96,26 +96,21 @@ def register_upgrade_commands(app: typer.Typer) -> None:
         Example: kubeprov upgrade apply -c cluster.yaml --version v1.28.7
         """
         from provision.phases.context import UpContext, UpOptions
-        from provision.phases.runner import Reporter
+        from provision.phases.progress import HostLines
         from provision.transport import DEFAULT_KNOWN_HOSTS, Options, Transport
         from provision.upgrade.apply import Upgrade, apply, check, plan_lines
 
         cluster = load_for_command(config, inventory, cluster_dir)
-        width = max(len(h.name) for h in cluster.hosts + [type("L", (), {"name": "local"})()])
-
-        class Lines(Reporter):
-            def host_line(self, step, host, status, text):
-                out.print(f"{host:<{width}}  {status:<8}  {text}", soft_wrap=True)
-
+        lines = HostLines(out, cluster)
         hosts_file = known_hosts or DEFAULT_KNOWN_HOSTS
         with Transport(Options(known_hosts=hosts_file, trust_on_first_use=trust_on_first_use)) as transport:
             ctx = UpContext(cluster, UpOptions(known_hosts=hosts_file, lab=lab, api_timeout=timeout, node_timeout=timeout,
-                                               bundle=None), transport, Lines())
+                                               bundle=None), transport, lines)
             check(ctx, target)
             upgrade = Upgrade(ctx, cluster.kubernetes_version, batch=batch, drain_timeout=drain_timeout, force=force)
             if dry_run:
                 for host, line in plan_lines(upgrade):
-                    out.print(f"{host:<{width}}  {line}", soft_wrap=True)
+                    lines.line(host, line)
                 out.print("dry run: nothing was changed", soft_wrap=True)
                 return
             apply(upgrade)
