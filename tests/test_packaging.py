@@ -100,7 +100,8 @@ def test_the_wheel_carries_the_playbooks_roles_modules_and_ansible_cfg(wheel):
     expected = {name for name in expected if not name.startswith("molecule/") and name != "README.md"}
     assert shipped == expected
     assert {"ansible.cfg", "site.yml", "prepare.yml", "preflight.yml", "roles/preflight/library/kubeprov_preflight.py",
-            "roles/files/action_plugins/kubeprov_artifacts.py", "roles/images/action_plugins/kubeprov_images.py",
+            "roles/files/action_plugins/kubeprov_artifacts.py", "roles/files/action_plugins/kubeprov_sh.py",
+            "roles/images/action_plugins/kubeprov_images.py",
             "roles/os/tasks/main.yml"} <= shipped
     assert any(name.startswith("provision/templates/") for name in names)
     assert wheel["seconds"] < 120, f"building the wheel took {wheel['seconds']:.0f}s"
