@@ -1,7 +1,7 @@
 """Action kubeprov_artifacts: put binaries the controller verified onto a host, checked by sha256.
 
-Arguments: `files`, a list of {src, dest, sha256} (the inventory's resolved artifacts) and `mode`
-(default 0755). One `sha256sum` on the host finds the files that differ; only those are sent
+Arguments: `files`, a list of {src, dest, sha256} (the inventory's resolved artifacts), `mode`
+(default 0755) and `missing`: the error when `files` is empty (none: nothing to place is fine). One `sha256sum` on the host finds the files that differ; only those are sent
 (sftp/scp over the task's connection, no module run per file), checked again on the host,
 and renamed into place, so a running binary is replaced atomically and a corrupt transfer never
 lands at its destination. Three commands per host however many files: copy, stat and assert
@@ -39,6 +39,8 @@ class ActionModule(ActionBase):
         result = super().run(tmp, task_vars)
         files = self._task.args.get("files") or []
         mode = str(self._task.args.get("mode", "0755"))
+        if not files and (self._task.args.get("missing") or "").strip():
+            raise AnsibleActionFail(self._task.args["missing"].strip())
         if not files:
             return {**result, "changed": False, "skipped": True, "skip_reason": "no files from this source"}
         for item in files:
