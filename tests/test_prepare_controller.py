@@ -199,16 +199,19 @@ def test_preflight_module_names_a_taken_port_and_its_process(tmp_path: Path):
 
 
 def test_each_node_gets_the_images_its_pods_run_and_every_unreferenced_one(cluster, tmp_path: Path):
-    """A worker carries no API server image; an etcd-only host none; an image no manifest names
+    """A worker carries no API server image; an etcd-only host none; an image of a component this
+    cluster does not use (haproxy without a load balancer) goes nowhere; an image no renderer names
     (the operator's workload) goes to every node."""
     from provision.ansible.inventory import images_for
     from provision.render.control_plane import image as control_plane_image
+    from provision.render.ha import HAPROXY_IMAGE
 
     root = tmp_path / "images-bundle"
     (root / "bin").mkdir(parents=True)
     (root / "images").mkdir()
     (root / "bin" / "kubelet").write_bytes(b"#!/bin/sh\n# STAND-IN kubelet\n")
-    refs = {"apiserver": control_plane_image(cluster, "kube-apiserver"), "workload": "example.test/app:1"}
+    assert cluster.load_balancer_mode.value == "none"  # the fixture's cluster runs no haproxy
+    refs = {"apiserver": control_plane_image(cluster, "kube-apiserver"), "workload": "example.test/app:1", "haproxy": HAPROXY_IMAGE}
     for name, ref in refs.items():
         _tar(root / "images" / f"{name}.tar", {"manifest.json": json.dumps([{"RepoTags": [ref]}]).encode()})
     seal(root)

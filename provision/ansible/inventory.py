@@ -75,17 +75,24 @@ class HostPlan:
 
 
 def images_for(cluster: Cluster, bundle: Bundle | None) -> dict[str, list]:
-    """{host: the bundle's images it gets}: those its pods run (a worker carries no API server), and
-    every image no rendered manifest names (the operator's own workloads may run anywhere)."""
+    """{host: the bundle's images it gets}: those its pods run (a worker carries no API server, a
+    cluster without a load balancer no haproxy), and every image no renderer names (the operator's
+    own workloads may run anywhere)."""
     from provision.artifacts.images import normalise
-    from provision.artifacts.needs import images
+    from provision.artifacts.needs import OPTIONAL_IMAGES, images
 
     if bundle is None:
         return {host.name: [] for host in cluster.hosts}
     needed = {normalise(need.ref): set(need.hosts) for need in images(cluster)}  # renders every static pod: once
-    return {host.name: [image for image in bundle.images
-                        if not any(ref in needed for ref in image.refs) or any(host.name in needed.get(ref, ()) for ref in image.refs)]
-            if host in cluster.nodes else [] for host in cluster.hosts}
+    kubeprovs = set(needed) | {normalise(ref) for ref in OPTIONAL_IMAGES}
+
+    def gets(host: Host, image) -> bool:
+        if not any(ref in kubeprovs for ref in image.refs):
+            return True  # a workload's image
+        return any(host.name in needed.get(ref, ()) for ref in image.refs)
+
+    return {host.name: [image for image in bundle.images if gets(host, image)] if host in cluster.nodes else []
+            for host in cluster.hosts}
 
 
 def applied_record(cluster: Cluster, host: Host, roles: list[str], tree: Tree, bundle: Bundle | None, lab: bool,

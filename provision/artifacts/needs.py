@@ -17,11 +17,12 @@ from provision.artifacts import pins
 from provision.config.models import Cluster, EtcdTopology, Host, Role
 from provision.render.addons.coredns import coredns_objects
 from provision.render.addons.kube_proxy import kube_proxy_objects
-from provision.render.cni import cni_objects
+from provision.render.cni import calico, cni_objects
+from provision.render.cni.flannel import FLANNEL_CNI_PLUGIN_IMAGE, FLANNEL_IMAGE
 from provision.render.containerd import CNI_BIN_DIR
 from provision.render.control_plane import image as control_plane_image
 from provision.render.etcd import ETCD_BINARY, render_etcd
-from provision.render.ha import render_ha
+from provision.render.ha import HAPROXY_IMAGE, KEEPALIVED_IMAGE, KUBE_VIP_IMAGE, render_ha
 from provision.render.kubelet import pause_image
 
 # Where binaries land on a host: where Debian's and pkgs.k8s.io's packages put them, so the
@@ -31,6 +32,11 @@ CONTROL_PLANE_COMPONENTS = ("kube-apiserver", "kube-controller-manager", "kube-s
 # The plugins a node needs in CNI_BIN_DIR: the bridge CNI's conflist (bridge, host-local,
 # portmap), flannel's delegates (bridge, host-local, portmap) and containerd's loopback.
 CNI_PLUGINS = ("bridge", "host-local", "loopback", "portmap")
+# Images the renderers name only in some clusters (a load balancer, kube-vip, a CNI other than the
+# bridge). A bundle made for several clusters may carry them; a cluster that uses none of them
+# needs them on no host, unlike an image no renderer names (an operator's workload).
+OPTIONAL_IMAGES = (KUBE_VIP_IMAGE, HAPROXY_IMAGE, KEEPALIVED_IMAGE, FLANNEL_IMAGE, FLANNEL_CNI_PLUGIN_IMAGE,
+                   calico.CNI_IMAGE, calico.NODE_IMAGE, calico.KUBE_CONTROLLERS_IMAGE)
 
 
 @dataclass(frozen=True)
