@@ -191,3 +191,23 @@ def test_admin_kubeconfig_merges_once_and_never_clobbers(stacked3, tmp_path):
     target.write_text(yaml.safe_dump(doc))
     with pytest.raises(KubeprovError, match="cluster 'test' exists with other settings"):
         merge_kubeconfig(admin, target)
+
+
+def test_mirror_pod_placeholders_are_mirror_pods_of_no_static_pod(stacked3):
+    """What `up` creates for a mirror pod a kubelet has not made (provision/kube/mirror_pods.py):
+    named like the static pod, bound to its host, marked as a mirror pod by a hash no static pod
+    has (so the kubelet replaces it), and nothing the mirror-pod admission refuses (no service
+    account, no secret)."""
+    from provision.kube.mirror_pods import MIRROR_ANNOTATION, PLACEHOLDER_HASH, is_placeholder, placeholders
+    from provision.phases.verify import expected_static_pods
+    from provision.render.kubelet import pause_image
+
+    host = stacked3.control_planes[1]
+    names = expected_static_pods(stacked3, host)
+    listed = placeholders(stacked3, host, names)
+    assert listed["kind"] == "List" and [p["metadata"]["name"] for p in listed["items"]] == sorted(names)
+    for pod in listed["items"]:
+        assert is_placeholder(pod) and pod["metadata"]["annotations"] == {MIRROR_ANNOTATION: PLACEHOLDER_HASH}
+        assert pod["metadata"]["namespace"] == "kube-system" and pod["spec"]["nodeName"] == host.name
+        assert pod["spec"]["containers"] == [{"name": "placeholder", "image": pause_image(stacked3)}]
+        assert "serviceAccountName" not in pod["spec"] and "volumes" not in pod["spec"]

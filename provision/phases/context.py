@@ -46,7 +46,6 @@ class UpContext:
     _rendered: tuple | None = None
     marked_joined: set[str] = field(default_factory=set)  # hosts this run marked joined (phases/files.py: mark_joined)
     newly_joined: set[str] = field(default_factory=set)  # hosts whose kubelet this run started
-    kubelet_restarted: dict[str, float] = field(default_factory=dict)  # host → when this run restarted its kubelet (monotonic)
     _prepare_plan: tuple | None = None
     live: LiveObjects | None = None  # the object phases' objects as the API has them (phases/objects.py)
     fresh_api: bool = False  # the first control plane started in this run: no object exists yet

@@ -4,7 +4,6 @@ one at a time) and the workers' Nodes; kubeadm's marks on each Node."""
 
 from __future__ import annotations
 
-import json
 import time
 
 from provision.config.models import CNI, EtcdTopology, Host, Role
@@ -15,7 +14,6 @@ from provision.phases.facts import KUBELET_BINARY
 from provision.phases.files import desired_tree, mark_joined
 from provision.phases.writer import push_tree
 from provision.phases.objects import live_objects
-from provision.phases.verify import expected_static_pods
 from provision.transport import remote
 
 
@@ -103,8 +101,6 @@ def run_first_control_plane(ctx: UpContext) -> None:
         live_objects(ctx).prefetch()
     seconds = ctx.kubectl(host, bootstrap=True).wait_ready(ctx.options.api_timeout)
     ctx.say(host.name, f"API server ready (/readyz ok after {seconds:.1f}s)")
-    if not ctx.joined(host):  # its kubelet started in this run
-        ensure_mirror_pods(ctx, host)  # now, not at mark-control-plane: a restart overlaps the phases between
 
 
 CRI_SOCKET_ANNOTATION = "kubeadm.alpha.kubernetes.io/cri-socket"
@@ -146,49 +142,24 @@ def mark_control_plane(ctx: UpContext, host: Host) -> None:
         ctx.say(host.name, "control-plane labels and taint in place")
 
 
-def ensure_mirror_pods(ctx: UpContext, host: Host) -> None:
-    """A kubelet creates a static pod's mirror pod when it syncs the pod, and only once its Node
-    exists and the API server admits it (the system-node-critical PriorityClass that the API server
-    creates as it starts); after that, only when the pod is next synced: when a probe result
-    changes, else at its resync, up to a minute later. On a control plane both may come after the
-    2 s startup probes have passed. A kubelet restart syncs every pod at once (containers keep
-    running), so the mirror pods appear now.
+def nudge_mirror_pods(ctx: UpContext, host: Host) -> None:
+    """A kubelet started in this run, its Node registered: placeholders for the mirror pods it has
+    not made (provision/kube/mirror_pods.py). Now rather than at verify: the kubelet posts a new
+    mirror pod's status with its next status update of any pod there (its kube-proxy starting, a
+    probe passing), else at its 10 s status resync."""
+    from provision.kube import mirror_pods
+    from provision.phases.verify import expected_static_pods
 
-    Before the restart the Node's Ready goes Unknown (true while no kubelet runs): a restarted
-    kubelet reports a Node it last saw Ready only at its next status period (10 s), one that is
-    not Ready through its start-up fast path as soon as it is. So do the mirror pods it has: the
-    restarted kubelet runs their startup and readiness probes again (Ready goes False, then True),
-    and until it posts that, the API still holds the old kubelet's Ready, which verify would take
-    for the new one's. The mirror pods it creates have no old status, but may first be posted
-    Ready before their probe workers exist; verify gives the restart PROBES_SETTLE
-    (ctx.kubelet_restarted) before it believes a Ready."""
-    expected = set(expected_static_pods(ctx.cluster, host))
-    wait_node(ctx, host, ctx.options.node_timeout)
-    kubectl = ctx.kubectl(bootstrap=True)
-    deadline = time.monotonic() + MIRROR_GRACE
-    while True:
-        listed = kubectl.run("get", "pods", "-n", "kube-system", f"--field-selector=spec.nodeName={host.name}", "-o", "name")
-        missing = expected - {line.removeprefix("pod/") for line in listed.stdout.split()}
-        if not missing:
-            return
-        if time.monotonic() > deadline:
-            break
-        time.sleep(0.5)  # a sync may be creating them right now
-    unknown = json.dumps({"status": {"conditions": [{"type": "Ready", "status": "Unknown", "reason": "KubeletRestarting",
-                                                     "message": "kubeprov restarts the kubelet to create its mirror pods"}]}})
-    for kind, name in [("node", host.name)] + [("pod", pod) for pod in sorted(expected - missing)]:
-        kubectl.run("patch", kind, name, *(["-n", "kube-system"] if kind == "pod" else []), "--subresource=status",
-                    "--type=strategic", "-p", unknown)
-    check_run(ctx, host, "systemctl restart kubelet", "restarting the kubelet")
-    ctx.kubelet_restarted[host.name] = time.monotonic()
-    ctx.say(host.name, f"kubelet restarted to create the mirror pods of {', '.join(sorted(missing))}", "changed")
-
-
-MIRROR_GRACE = 1.0  # seconds a control plane's mirror pods may still take before its kubelet is restarted
+    if host.name not in ctx.newly_joined:
+        return
+    placed = mirror_pods.ensure(ctx.kubectl(bootstrap=True), ctx.cluster, host, expected_static_pods(ctx.cluster, host))
+    if placed:
+        ctx.say(host.name, mirror_pods.placed_line(placed), "changed")
 
 
 def run_mark_control_plane(ctx: UpContext) -> None:
     mark_control_plane(ctx, ctx.cluster.first_control_plane)
+    nudge_mirror_pods(ctx, ctx.cluster.first_control_plane)
 
 
 def run_join_control_planes(ctx: UpContext) -> None:
@@ -216,9 +187,9 @@ def run_join_control_planes(ctx: UpContext) -> None:
     def settle(host: Host) -> None:
         seconds = ctx.kubectl(host).wait_ready(ctx.options.api_timeout)
         ctx.say(host.name, f"API server ready after {seconds:.1f}s")
-        ensure_mirror_pods(ctx, host)
         mark_control_plane(ctx, host)
         mark_joined(ctx, host)
+        nudge_mirror_pods(ctx, host)
 
     failed = [o for o in fan_out(joining, settle, parallel=ctx.options.parallel) if not o.ok]
     if failed:

@@ -105,7 +105,8 @@ UP_PHASES: tuple[Phase, ...] = (
           plan=plan_bootstrap_token),
     Phase("rbac", "kubeadm's RBAC for token holders, CSR auto-approval and admin.conf's group", run_rbac,
           plan=plan_rbac),
-    Phase("mark-control-plane", "label the first control plane and taint it NoSchedule", run_mark_control_plane,
+    Phase("mark-control-plane", "label the first control plane and taint it NoSchedule (and give mirror pods its kubelet "
+          "has not made a placeholder)", run_mark_control_plane,
           plan=_plan("label node-role.kubernetes.io/control-plane, taint NoSchedule", hosts=_first)),
     Phase("addons", "kube-proxy, CoreDNS and the CNI", run_addons, plan=plan_addons),
     Phase("control-plane-join", "the other control planes: etcd members one at a time, then their API servers together",

@@ -53,22 +53,16 @@ def run_verify(ctx: UpContext) -> None:
                      f"{ctx.store.kubeconfig_path('admin.conf', None)}")
 
 
-# A kubelet restarted in this run (phases/kubelet.py: ensure_mirror_pods) may post a pod Ready
-# before its probe workers exist (no worker yet counts as passed), then not Ready until each
-# worker's first probe passes: a startup probe's period (2 s, render/staticpod.py), the random
-# start delay of up to one period a restarted kubelet gives each worker, and a status update.
-# Until then a Ready from that kubelet is not yet its verdict.
-PROBES_SETTLE = 6.0
-
-
 def wait_nodes_and_pods(ctx: UpContext, kubectl: Kubectl) -> None:
-    """Every node Ready, every control-plane pod and a kube-proxy per node Ready (as the
-    kubelets' own verdict: PROBES_SETTLE after a kubelet this run restarted)."""
+    """Every node Ready, every control-plane pod and a kube-proxy per node Ready. A static pod
+    whose mirror pod its kubelet has still not made gets a placeholder (provision/kube/mirror_pods.py;
+    the kubelet phases place them earlier: phases/kubelet.py: nudge_mirror_pods)."""
+    from provision.kube import mirror_pods
+
     expected = expected_static_pods(ctx.cluster)
     deadline = time.monotonic() + ctx.options.node_timeout
-    settled = max(ctx.kubelet_restarted.values(), default=-PROBES_SETTLE) + PROBES_SETTLE
+    placed: set[str] = set()
     while True:
-        time.sleep(max(0.0, settled - time.monotonic()))
         result = kubectl.run("get", "nodes,pods", "-n", "kube-system", "-o", "json", check=False)
         if not result.ok:
             raise KubeprovError(f"{kubectl.host.name}: kubectl get nodes,pods failed (exit {result.exit_code}): {result.summary()}")
@@ -83,6 +77,14 @@ def wait_nodes_and_pods(ctx: UpContext, kubectl: Kubectl) -> None:
         missing = [h.name for h in ctx.cluster.nodes if h.name not in ready]
         if not missing and not not_ready:
             return
+        registered = {n["metadata"]["name"] for n in items if n["kind"] == "Node"}
+        for host in ctx.cluster.control_planes:
+            absent = [name for name in expected_static_pods(ctx.cluster, host) if name not in pods]
+            if absent and host.name in registered:  # a kubelet makes no mirror pod before its Node exists
+                mirror_pods.place(kubectl, ctx.cluster, host, absent)
+                if set(absent) - placed:
+                    ctx.say(host.name, mirror_pods.placed_line(absent), "changed")
+                placed |= set(absent)
         if time.monotonic() > deadline:
             raise KubeprovError(f"not ready after {ctx.options.node_timeout:g} s: nodes {', '.join(missing) or 'ok'}; "
                                 f"pods not Ready: {', '.join(not_ready) or 'none'}")

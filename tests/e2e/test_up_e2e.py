@@ -193,6 +193,11 @@ def test_every_node_and_control_plane_pod_is_ready(built):
     not_ready = {name: [c for c in pods[name]["status"].get("conditions", []) if c["type"] == "Ready"] if name in pods else "missing"
                  for name in expected if name not in pods or not _ready(pods[name])}
     assert expected and not not_ready, not_ready  # each one named, with its Ready condition (reason, time)
+    # Each is its kubelet's own mirror pod (the hash of the static pod it mirrors), none a placeholder
+    # `up` set for one the kubelet had not made (provision/kube/mirror_pods.py).
+    annotations = {name: pods[name]["metadata"].get("annotations", {}) for name in expected}
+    assert all(a.get("kubernetes.io/config.hash") and a.get("kubernetes.io/config.mirror") == a["kubernetes.io/config.hash"]
+               for a in annotations.values()), annotations
     proxies = [p for name, p in pods.items() if name.startswith("kube-proxy-")]
     assert len(proxies) == len(built.nodes) and all(_ready(p) for p in proxies)
 
