@@ -144,22 +144,22 @@ def mark_control_plane(ctx: UpContext, host: Host) -> None:
 
 def nudge_mirror_pods(ctx: UpContext, host: Host) -> None:
     """A kubelet started in this run, its Node registered: placeholders for the mirror pods it has
-    not made (provision/kube/mirror_pods.py). Now rather than at verify: the kubelet posts a new
-    mirror pod's status with its next status update of any pod there (its kube-proxy starting, a
-    probe passing), else at its 10 s status resync."""
+    not made (provision/kube/mirror_pods.py). As early as that rather than at verify: the kubelet
+    posts a new mirror pod's status with its next status update of any pod there (its kube-proxy
+    starting, a probe passing), else only at its 10 s status resync."""
     from provision.kube import mirror_pods
     from provision.phases.verify import expected_static_pods
 
-    if host.name not in ctx.newly_joined:
-        return
     placed = mirror_pods.ensure(ctx.kubectl(bootstrap=True), ctx.cluster, host, expected_static_pods(ctx.cluster, host))
     if placed:
         ctx.say(host.name, mirror_pods.placed_line(placed), "changed")
 
 
 def run_mark_control_plane(ctx: UpContext) -> None:
-    mark_control_plane(ctx, ctx.cluster.first_control_plane)
-    nudge_mirror_pods(ctx, ctx.cluster.first_control_plane)
+    first = ctx.cluster.first_control_plane
+    mark_control_plane(ctx, first)
+    if first.name in ctx.newly_joined:  # its kubelet started in this run
+        nudge_mirror_pods(ctx, first)
 
 
 def run_join_control_planes(ctx: UpContext) -> None:
@@ -185,11 +185,12 @@ def run_join_control_planes(ctx: UpContext) -> None:
         joining.append(host)
 
     def settle(host: Host) -> None:
+        wait_node(ctx, host, ctx.options.node_timeout)  # registered as soon as its own API server serves
+        nudge_mirror_pods(ctx, host)
         seconds = ctx.kubectl(host).wait_ready(ctx.options.api_timeout)
         ctx.say(host.name, f"API server ready after {seconds:.1f}s")
         mark_control_plane(ctx, host)
         mark_joined(ctx, host)
-        nudge_mirror_pods(ctx, host)
 
     failed = [o for o in fan_out(joining, settle, parallel=ctx.options.parallel) if not o.ok]
     if failed:
