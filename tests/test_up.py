@@ -198,7 +198,7 @@ def test_mirror_pod_placeholders_are_mirror_pods_of_no_static_pod(stacked3):
     named like the static pod, bound to its host, marked as a mirror pod by a hash no static pod
     has (so the kubelet replaces it), and nothing the mirror-pod admission refuses (no service
     account, no secret)."""
-    from provision.kube.mirror_pods import MIRROR_ANNOTATION, PLACEHOLDER_HASH, is_placeholder, placeholders
+    from provision.kube.mirror_pods import MIRROR_ANNOTATION, PLACEHOLDER_HASH, placeholders
     from provision.phases.verify import expected_static_pods
     from provision.render.kubelet import pause_image
 
@@ -207,7 +207,7 @@ def test_mirror_pod_placeholders_are_mirror_pods_of_no_static_pod(stacked3):
     listed = placeholders(stacked3, host, names)
     assert listed["kind"] == "List" and [p["metadata"]["name"] for p in listed["items"]] == sorted(names)
     for pod in listed["items"]:
-        assert is_placeholder(pod) and pod["metadata"]["annotations"] == {MIRROR_ANNOTATION: PLACEHOLDER_HASH}
+        assert pod["metadata"]["annotations"] == {MIRROR_ANNOTATION: PLACEHOLDER_HASH}
         assert pod["metadata"]["namespace"] == "kube-system" and pod["spec"]["nodeName"] == host.name
         assert pod["spec"]["containers"] == [{"name": "placeholder", "image": pause_image(stacked3)}]
         assert "serviceAccountName" not in pod["spec"] and "volumes" not in pod["spec"]

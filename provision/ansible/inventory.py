@@ -84,10 +84,10 @@ def images_for(cluster: Cluster, bundle: Bundle | None) -> dict[str, list]:
     if bundle is None:
         return {host.name: [] for host in cluster.hosts}
     needed = {normalise(need.ref): set(need.hosts) for need in images(cluster)}  # renders every static pod: once
-    kubeprovs = set(needed) | {normalise(ref) for ref in OPTIONAL_IMAGES}
+    components = set(needed) | {normalise(ref) for ref in OPTIONAL_IMAGES}
 
     def gets(host: Host, image) -> bool:
-        if not any(ref in kubeprovs for ref in image.refs):
+        if not any(ref in components for ref in image.refs):
             return True  # a workload's image
         return any(host.name in needed.get(ref, ()) for ref in image.refs)
 

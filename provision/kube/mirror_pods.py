@@ -27,10 +27,6 @@ MIRROR_ANNOTATION = "kubernetes.io/config.mirror"  # the kubelet's: the config h
 PLACEHOLDER_HASH = "kubeprov-placeholder"
 
 
-def is_placeholder(pod: dict) -> bool:
-    return pod["metadata"].get("annotations", {}).get(MIRROR_ANNOTATION) == PLACEHOLDER_HASH
-
-
 def placeholders(cluster: Cluster, host: Host, names) -> dict:
     """Placeholders for `host`'s static pods `names`, as one List. The kubelet never runs a mirror
     pod; the image is one every node has."""
