@@ -59,7 +59,9 @@ def wait_nodes_and_pods(ctx: UpContext, kubectl: Kubectl) -> None:
     the kubelet phases place them earlier: phases/kubelet.py: nudge_mirror_pods)."""
     from provision.kube import mirror_pods
 
-    expected = expected_static_pods(ctx.cluster)
+    # Rendered once, not per poll: each host's static pods (its HA manifests are rendered to name them).
+    static_pods = [(host, expected_static_pods(ctx.cluster, host)) for host in ctx.cluster.control_planes]
+    expected = sorted(name for _, names in static_pods for name in names)
     deadline = time.monotonic() + ctx.options.node_timeout
     placed: set[str] = set()
     while True:
@@ -78,8 +80,8 @@ def wait_nodes_and_pods(ctx: UpContext, kubectl: Kubectl) -> None:
         if not missing and not not_ready:
             return
         registered = {n["metadata"]["name"] for n in items if n["kind"] == "Node"}
-        for host in ctx.cluster.control_planes:
-            absent = [name for name in expected_static_pods(ctx.cluster, host) if name not in pods]
+        for host, names in static_pods:
+            absent = [name for name in names if name not in pods]
             if absent and host.name in registered:  # a kubelet makes no mirror pod before its Node exists
                 mirror_pods.place(kubectl, ctx.cluster, host, absent)
                 if set(absent) - placed:
