@@ -336,6 +336,7 @@ def upstream_mirror(root: Path, version: str, etcd: str) -> dict[str, Path]:
     tarball.with_name(tarball.name + ".sha256").rename(tarball.with_name(tarball.name + ".sha256sum"))
     lands["/usr/bin/containerd"] = Path("/usr/bin/containerd")
     lands["/usr/bin/containerd-shim-runc-v2"] = Path("/usr/bin/containerd-shim-runc-v2")
+    lands["/usr/bin/ctr"] = Path("/usr/bin/ctr")
     runc_dir = gh / "opencontainers/runc/releases/download/v1.2.4"
     runc_dir.mkdir(parents=True)
     publish(runc_dir / "runc.amd64", Path("/usr/sbin/runc").read_bytes(), style="sums", sums_file=runc_dir / "runc.sha256sum")

@@ -50,7 +50,7 @@ def bundle(tmp_path: Path) -> Path:
 
 def test_bundle_verified_lists_binaries_and_image_names(bundle: Path):
     found = verify(bundle)
-    assert set(found.binaries) == {"kubelet"}
+    assert set(found.binaries) == {"bin/kubelet"}
     assert {image.file: image.refs for image in found.images} == {
         "images/pause.tar": ("registry.k8s.io/pause:3.10",),
         "images/tiny-oci.tar": ("kubeprov.local/tiny:1",),
@@ -92,6 +92,43 @@ def cluster(tmp_path: Path):
     cluster = load_cluster(path, None)
     PKIStore(cluster).generate()
     return cluster
+
+
+def _bundle_with(root: Path, files: dict[str, bytes]) -> Path:
+    for name, data in files.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_bytes(data)
+    seal(root)
+    return root
+
+
+RUNTIME = {"bin/containerd": b"c", "bin/containerd-shim-runc-v2": b"s", "bin/ctr": b"t", "bin/runc": b"r",
+           **{f"cni/{p}": p.encode() for p in ("bridge", "host-local", "loopback", "portmap")}}
+
+
+def test_a_bundle_carrying_the_runtime_replaces_its_debian_packages(cluster, tmp_path: Path):
+    from provision.ansible.sources import resolve
+
+    # STAND-IN bytes: only placement data is checked here (tests/lab/test_prepare.py runs real ones).
+    carried = resolve(cluster, verify(_bundle_with(tmp_path / "full", {"bin/kubelet": b"k", **RUNTIME})), tmp_path)
+    assert carried.debian_packages == ()
+    dests = {c: {b["dest"] for b in carried.components[c]["binaries"]} for c in ("containerd", "runc", "cni-plugins")}
+    assert dests == {"containerd": {"/usr/bin/containerd", "/usr/bin/containerd-shim-runc-v2", "/usr/bin/ctr"},
+                     "runc": {"/usr/sbin/runc"},
+                     "cni-plugins": {f"/opt/cni/bin/{p}" for p in ("bridge", "host-local", "loopback", "portmap")}}
+    assert carried.to_vars()["debian_packages"] == [] and carried.record()["debian"] == []
+    # Without them, the host's Debian packages provide the runtime, named for node-packages.
+    bare = resolve(cluster, verify(_bundle_with(tmp_path / "bare", {"bin/kubelet": b"k"})), tmp_path)
+    assert bare.debian_packages == ("containerd", "runc", "containernetworking-plugins")
+    assert not {"containerd", "runc", "cni-plugins"} & set(bare.components)
+
+
+def test_a_bundle_carrying_half_a_runtime_component_is_refused(cluster, tmp_path: Path):
+    from provision.ansible.sources import resolve
+
+    half = {k: v for k, v in RUNTIME.items() if k != "bin/ctr"}
+    with pytest.raises(ConfigError, match=r"part of containerd .* but not bin/ctr"):
+        resolve(cluster, verify(_bundle_with(tmp_path / "half", {"bin/kubelet": b"k", **half})), tmp_path)
 
 
 def test_roles_place_exactly_the_rendered_bytes_and_nothing_of_later_phases(cluster):

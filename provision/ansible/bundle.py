@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from provision.artifacts.bundle import BIN_DIR, check_integrity, image_index
+from provision.artifacts.bundle import BIN_DIR, CNI_DIR, check_integrity, image_index
 from provision.artifacts.checksums import DigestCache
 from provision.errors import ConfigError
 
@@ -26,7 +26,7 @@ class Image:
 @dataclass(frozen=True)
 class Bundle:
     root: Path
-    binaries: dict[str, str] = field(default_factory=dict)  # name → sha256
+    binaries: dict[str, str] = field(default_factory=dict)  # bin/<name> and cni/<plugin> → sha256
     images: tuple[Image, ...] = ()
 
 
@@ -42,10 +42,6 @@ def verify(root: Path, digests: DigestCache | None = None) -> Bundle:
     refs_by_file: dict[str, list[str]] = {}
     for ref, name in index.items():
         refs_by_file.setdefault(name, []).append(ref)
-    binaries = {
-        name.removeprefix(f"{BIN_DIR}/"): digest
-        for name, digest in sums.items()
-        if name.startswith(f"{BIN_DIR}/") and name.count("/") == 1
-    }
+    binaries = {name: digest for name, digest in sums.items() if name.split("/")[0] in (BIN_DIR, CNI_DIR) and name.count("/") == 1}
     images = tuple(Image(name, sums[name], tuple(sorted(refs))) for name, refs in sorted(refs_by_file.items()))
     return Bundle(root, dict(sorted(binaries.items())), images)

@@ -1,7 +1,7 @@
 """The rendered files prepare's roles act on, by role: the renderers' files, never a second template.
 
 The SSH transport places every rendered file (docs/architecture.md: one writer); these are the
-ones a role reacts to — containerd restarts for its config, systemd reloads the kubelet's unit,
+ones a role reacts to — containerd restarts for its config or unit, systemd reloads the kubelet's unit,
 the os role applies the modules and sysctls, an etcd member restarts for its files. Their hashes
 are in each host's applied-state record, so a change to one runs the roles again. Which rendered
 path belongs to which role is decided here, from the renderers' own path constants.
@@ -25,7 +25,7 @@ def role_of(path: PurePosixPath) -> str | None:
     """The role that acts on `path`, or None when none does (manifests, kubeconfigs…)."""
     if path in (node_os.MODULES_PATH, node_os.SYSCTL_PATH):
         return "os"
-    if path == containerd.CONFIG_PATH or containerd.CERTS_D in path.parents:
+    if path in (containerd.CONFIG_PATH, containerd.UNIT_PATH) or containerd.CERTS_D in path.parents:
         return "containerd"
     if path == containerd.CRICTL_PATH:
         return "crictl"

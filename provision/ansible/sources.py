@@ -7,10 +7,12 @@ on the controller from provision/artifacts' plan (the one list of pins, URLs, sh
             extracts crictl from its tarball, and the role copies the files over SSH, checking
             their sha256 again on the host. Hosts need no route to the release site — the
             common bare-metal case — and a wrong checksum stops prepare before any host is touched.
-  bundle    the verified offline bundle's bin/<name>, as before.
+  bundle    the verified offline bundle's bin/<name>; also containerd (with its shim and ctr),
+            runc and the CNI plugins (cni/<plugin>) when the bundle carries them, for hosts
+            without package repositories.
 
-Everything else on a node (containerd, runc, CNI plugins, etcd) comes from the host's own
-Debian repositories whatever the source.
+What the source does not carry of the container runtime (containerd, runc, CNI plugins) comes
+from the host's own Debian repositories (the node-packages role), as does external etcd.
 """
 
 from __future__ import annotations
@@ -25,11 +27,15 @@ from provision.artifacts.checksums import sha256_file
 from provision.artifacts.download import Cache, Downloader
 from provision.artifacts.install import fetch_release, stage
 from provision.artifacts.needs import components
-from provision.artifacts.plan import ArtifactPlan, Kind, plan_artifacts
+from provision.artifacts.plan import ArtifactPlan, Kind, debian_packages, plan_artifacts
 from provision.config.models import ArtifactSource, Cluster
+from provision.errors import ConfigError
 
 # The node software the Kubernetes project ships (and Debian does not).
 KUBERNETES_COMPONENTS = ("kubelet", "kubectl", "crictl")
+# The container runtime: Debian packages on hosts with repositories, a bundle's binaries without.
+RUNTIME_COMPONENTS = ("containerd", "runc", "cni-plugins")
+RUNTIME_DEBIAN_PACKAGES = tuple(package for component in RUNTIME_COMPONENTS for package in debian_packages(component))
 
 
 @dataclass(frozen=True)
@@ -38,6 +44,9 @@ class Sources:
     # component → {"packages": [{name, version}]} (packages) or {"binaries": [{src, dest, sha256}]}
     components: dict[str, dict] = field(default_factory=dict)
     repository: dict | None = None  # packages: the apt repository the hosts add
+    # The runtime's Debian packages the hosts install: those of the runtime components the source
+    # does not carry as binaries.
+    debian_packages: tuple[str, ...] = RUNTIME_DEBIAN_PACKAGES
 
     def record(self) -> dict:
         """What the applied-state record keeps: a change of any pin, digest or URL re-runs prepare."""
@@ -46,10 +55,12 @@ class Sources:
             out["repository"] = self.repository["deb_line"]
         for name, entry in sorted(self.components.items()):
             out[name] = entry.get("packages") or [{"dest": b["dest"], "sha256": b["sha256"]} for b in entry.get("binaries", [])]
+        out["debian"] = list(self.debian_packages)
         return out
 
     def to_vars(self) -> dict:
-        return {"source": self.source, "repository": self.repository, "components": self.components}
+        return {"source": self.source, "repository": self.repository, "components": self.components,
+                "debian_packages": list(self.debian_packages)}
 
 
 def resolve(cluster: Cluster, bundle: Bundle | None, stage_dir: Path, cache: Cache | None = None) -> Sources:
@@ -93,12 +104,22 @@ def _from_release(cluster: Cluster, stage_dir: Path, cache: Cache) -> Sources:
 
 def _from_bundle(cluster: Cluster, bundle: Bundle) -> Sources:
     found: dict[str, dict] = {}
+    from_debian: list[str] = []
     for component in components(cluster):
-        if component.name not in KUBERNETES_COMPONENTS:
+        if component.name not in KUBERNETES_COMPONENTS + RUNTIME_COMPONENTS:
             continue
-        binaries = [
-            {"src": str(bundle.root.resolve() / bundle_path(component.name, file)), "dest": dest, "sha256": bundle.binaries[file]}
-            for file, dest in component.files.items() if file in bundle.binaries
-        ]
+        paths = {file: bundle_path(component.name, file) for file in component.files}
+        carried = {file: path for file, path in paths.items() if path in bundle.binaries}
+        if component.name in RUNTIME_COMPONENTS:
+            if not carried:
+                from_debian += debian_packages(component.name)
+                continue
+            if len(carried) < len(paths):  # half a runtime from the bundle, half from Debian: refused
+                lacking = ", ".join(p for f, p in paths.items() if f not in carried)
+                raise ConfigError(f"the bundle carries part of {component.name} ({', '.join(carried.values())}) "
+                                  f"but not {lacking}: carry all of it, or none (the host's Debian package then)",
+                                  source=str(bundle.root))
+        binaries = [{"src": str(bundle.root.resolve() / path), "dest": component.files[file], "sha256": bundle.binaries[path]}
+                    for file, path in carried.items()]
         found[component.name] = {"binaries": binaries}  # empty: the role says the bundle lacks it
-    return Sources("bundle", found)
+    return Sources("bundle", found, debian_packages=tuple(from_debian))

@@ -19,7 +19,7 @@ from provision.render.addons.coredns import coredns_objects
 from provision.render.addons.kube_proxy import kube_proxy_objects
 from provision.render.cni import calico, cni_objects
 from provision.render.cni.flannel import FLANNEL_CNI_PLUGIN_IMAGE, FLANNEL_IMAGE
-from provision.render.containerd import CNI_BIN_DIR
+from provision.render.containerd import BINARY as CONTAINERD_BINARY, CNI_BIN_DIR
 from provision.render.control_plane import image as control_plane_image
 from provision.render.etcd import ETCD_BINARY, render_etcd
 from provision.render.ha import HAPROXY_IMAGE, KEEPALIVED_IMAGE, KUBE_VIP_IMAGE, render_ha
@@ -70,7 +70,9 @@ def components(cluster: Cluster) -> list[Component]:
         Component("crictl", pins.CRICTL[cluster.minor], {"crictl": f"{BIN}/crictl"}, nodes, optional=True),
         Component(
             "containerd", pins.CONTAINERD,
-            {"containerd": f"{BIN}/containerd", "containerd-shim-runc-v2": f"{BIN}/containerd-shim-runc-v2"}, nodes,
+            # ctr: the images role imports the bundle's tarballs with it
+            {"containerd": CONTAINERD_BINARY, "containerd-shim-runc-v2": f"{BIN}/containerd-shim-runc-v2", "ctr": f"{BIN}/ctr"},
+            nodes,
         ),
         Component("runc", pins.RUNC, {"runc": "/usr/sbin/runc"}, nodes),
         Component("cni-plugins", pins.CNI_PLUGINS, {p: f"{CNI_BIN_DIR}/{p}" for p in CNI_PLUGINS}, nodes),

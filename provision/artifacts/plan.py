@@ -165,6 +165,11 @@ _PACKAGES = {
 }
 
 
+def debian_packages(component: str) -> list[str]:
+    """The host's own Debian packages that provide a component (pkgs.k8s.io's are not Debian's)."""
+    return [package for package, upstream in _PACKAGES[component] if not upstream]
+
+
 def kubernetes_repository(cluster: Cluster) -> AptRepository:
     url = f"{cluster.artifacts.package_repo}/v1.{cluster.minor}/deb/"
     return AptRepository("kubernetes", url, "/", f"{url}Release.key")

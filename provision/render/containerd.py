@@ -1,4 +1,4 @@
-"""containerd on every node: config.toml for the CRI plugin, registry mirrors, crictl's config.
+"""containerd on every node: its unit, config.toml for the CRI plugin, registry mirrors, crictl's config.
 
 The config uses schema `version = 2`: containerd 1.6 and 1.7 read it as is, and containerd 2.x
 migrates it in memory at start. Registry mirrors use the `config_path` layout (one hosts.toml per
@@ -17,6 +17,9 @@ from provision.render.templates import render_text
 from provision.render.tree import File, Tree
 
 CONFIG_PATH = PurePosixPath("/etc/containerd/config.toml")
+# In /etc: it overrides the unit Debian's package ships, when that package provides containerd.
+UNIT_PATH = PurePosixPath("/etc/systemd/system/containerd.service")
+BINARY = "/usr/bin/containerd"  # where Debian's package and a bundle's binary land (artifacts/needs.py)
 CERTS_D = PurePosixPath("/etc/containerd/certs.d")
 CRICTL_PATH = PurePosixPath("/etc/crictl.yaml")
 CNI_BIN_DIR = "/opt/cni/bin"
@@ -35,6 +38,10 @@ def containerd_config(cluster: Cluster) -> str:
         cni_conf_dir=CNI_CONF_DIR,
         certs_d=str(CERTS_D),
     )
+
+
+def containerd_unit() -> str:
+    return render_text("systemd/containerd.service.j2", binary=BINARY, config_path=str(CONFIG_PATH))
 
 
 def upstream_server(registry: str) -> str:
@@ -60,6 +67,7 @@ def render_containerd(cluster: Cluster, host: Host, material: Material) -> Tree:
     mirrors = cluster.containerd.registry_mirrors
     tree: Tree = {
         CONFIG_PATH: File(containerd_config(cluster).encode()),
+        UNIT_PATH: File(containerd_unit().encode()),
         CRICTL_PATH: File(crictl_config().encode()),
     }
     for registry, urls in sorted(mirrors.items()):

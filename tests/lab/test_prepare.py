@@ -1,4 +1,6 @@
-"""`kubeprov prepare` on the lab's 3 real systemd hosts (Debian packages from the lab's apt repo).
+"""`kubeprov prepare` on the lab's 3 real systemd hosts, from a bundle that carries the container
+runtime (real containerd, runc and CNI plugins); the tools the kubelet calls come from the lab's apt
+repository. (tests/lab/test_prepare_sources.py and the molecule scenario take the runtime from Debian.)
 
 Order matters and is the order below: the refusals first (a bad bundle, a taken port), each
 proven to leave every host untouched; then one real prepare, checked host by host; then the
@@ -29,6 +31,17 @@ from provision.render.node_os import kernel_modules
 
 pytestmark = [pytest.mark.lab, pytest.mark.integration]
 
+# The container runtime the bundle carries, as a site without package repositories brings it: the
+# real binaries, taken from this machine's Debian packages (scripts/setup installs them).
+RUNTIME = {
+    "bin/containerd": "/usr/bin/containerd", "bin/containerd-shim-runc-v2": "/usr/bin/containerd-shim-runc-v2",
+    "bin/ctr": "/usr/bin/ctr", "bin/runc": "/usr/sbin/runc",
+    **{f"cni/{plugin}": f"/usr/lib/cni/{plugin}" for plugin in ("bridge", "host-local", "loopback", "portmap")},
+}
+# Where prepare puts them (provision/artifacts/needs.py).
+RUNTIME_DEST = {"bin/containerd": "/usr/bin/containerd", "bin/containerd-shim-runc-v2": "/usr/bin/containerd-shim-runc-v2",
+                "bin/ctr": "/usr/bin/ctr", "bin/runc": "/usr/sbin/runc",
+                **{f"cni/{plugin}": f"/opt/cni/bin/{plugin}" for plugin in ("bridge", "host-local", "loopback", "portmap")}}
 STAND_IN = """#!/bin/sh
 # STAND-IN for {name} (kubeprov tests): proves placement, checksum and unit wiring only.
 echo "STAND-IN {name}: not the real binary" >&2
@@ -66,6 +79,12 @@ def setup(lab, tmp_path_factory):
     for name in ("kubelet", "kubectl", "crictl"):
         (bundle / "bin" / name).write_text(STAND_IN.format(name=name))
         (bundle / "bin" / name).chmod(0o755)
+    missing = [path for path in RUNTIME.values() if not Path(path).exists()]
+    if missing:
+        pytest.skip(f"no container runtime to bundle: {', '.join(missing)} missing (scripts/setup installs them)")
+    (bundle / "cni").mkdir()
+    for name, path in RUNTIME.items():
+        shutil.copy(path, bundle / name)
     build_tiny_image(bundle / "images" / "tiny.tar", top / "image-build")  # built outside the bundle
     seal(bundle)
     first, second, third = lab.hosts
@@ -105,7 +124,8 @@ def prepare_args(setup, bundle: Path | None = None) -> list[str]:
 # same hosts) left there.
 _STATE = (
     "find /var/lib/kubeprov /etc/modules-load.d /etc/sysctl.d /etc/containerd /etc/kubernetes /opt/cni"
-    " /usr/bin/kubelet /usr/bin/kubectl /usr/lib/systemd/system/kubelet.service -xdev"
+    " /usr/bin/kubelet /usr/bin/kubectl /usr/lib/systemd/system/kubelet.service /etc/systemd/system/containerd.service"
+    " /usr/bin/containerd /usr/bin/ctr /usr/sbin/runc -xdev"
     " \\( -type f -o -type l \\) -printf '%p %T@ %m %s\\n' 2>/dev/null | sort;"
     " dpkg-query -W -f='${Package} ${Version} ${Status}\\n' 2>/dev/null | sha256sum;"
     " systemctl is-enabled kubelet containerd etcd 2>&1"
@@ -193,7 +213,19 @@ def test_containerd_runs_the_rendered_config_and_answers(prepared):
         # The CRI plugin (what crictl and the kubelet talk to) loaded with that config.
         plugins = lab.ssh(host, "ctr plugins ls").stdout
         assert any(line.split()[:2] == ["io.containerd.grpc.v1", "cri"] and line.split()[-1] == "ok" for line in plugins.splitlines())
-        assert lab.ssh(host, "readlink /opt/cni/bin/bridge").stdout.strip() == "/usr/lib/cni/bridge"
+
+def test_the_bundled_runtime_is_what_runs(prepared):
+    """containerd, its shim, ctr, runc and the CNI plugins are the bundle's, under kubeprov's unit."""
+    lab, bundle = prepared["lab"], prepared["bundle"]
+    digest = {dest: hashlib.sha256((bundle / name).read_bytes()).hexdigest() for name, dest in RUNTIME_DEST.items()}
+    for host in lab.hosts:
+        got = lab.ssh(host, "sha256sum " + " ".join(digest)).stdout.split()
+        assert dict(zip(got[1::2], got[0::2])) == digest
+        assert lab.ssh(host, "test -L /opt/cni/bin/bridge", check=False).returncode == 1  # a file, not a link to Debian's
+        assert lab.ssh(host, "systemctl show -P FragmentPath containerd").stdout.strip() == "/etc/systemd/system/containerd.service"
+        assert lab.ssh(host, "readlink /proc/$(systemctl show -P MainPID containerd)/exe").stdout.strip() == "/usr/bin/containerd"
+    record = json.loads(lab.ssh(lab.hosts[0], "cat /var/lib/kubeprov/applied.json").stdout)
+    assert record["sources"]["debian"] == []  # no Debian runtime package was asked for
 
 
 def test_stand_in_binaries_placed_with_their_checksums_and_kubelet_enabled_not_started(prepared):

@@ -173,6 +173,13 @@ def test_packages_installs_the_pinned_stand_ins_held_and_wires_the_kubelet_unit(
         assert lab.ssh(host, "systemctl is-active kubelet", check=False).stdout.strip() == "inactive"
         unit = lab.ssh(host, "systemctl cat kubelet").stdout
         assert "10-kubeadm.conf" in unit and "ExecStart=/usr/bin/kubelet $KUBELET_KUBECONFIG_ARGS" in unit
+        # The container runtime is the host's Debian packages' (a bundle may carry it instead:
+        # tests/lab/test_prepare.py), run by kubeprov's unit, the plugins linked into /opt/cni/bin.
+        assert lab.ssh(host, "dpkg -S /usr/bin/containerd /usr/sbin/runc").stdout.split() == [
+            "containerd:", "/usr/bin/containerd", "runc:", "/usr/sbin/runc"]
+        assert lab.ssh(host, "readlink /opt/cni/bin/bridge").stdout.strip() == "/usr/lib/cni/bridge"
+        assert lab.ssh(host, "systemctl show -P FragmentPath containerd").stdout.strip() == "/etc/systemd/system/containerd.service"
+        assert lab.ssh(host, "systemctl is-active containerd").stdout.strip() == "active"
 
 
 def test_packages_second_prepare_changes_nothing(packages):
