@@ -5,9 +5,9 @@ Two calls, one per task (tasks/main.yml, then tasks/wait.yml at the end of the p
 
 `images` (the inventory's kubeprov_images: {file, sha256, refs}), `bundle_dir` on the controller,
 `namespace` (default k8s.io, the one the kubelet's CRI uses): an image counts as present when
-containerd has every one of its refs. The missing tarballs are sent over the task's connection
-(sftp/scp, no module run per file) into a job directory under /var/lib/kubeprov/images/, checked
-by sha256 on the host, and a job (a transient systemd unit) imports them one after another with
+containerd has every one of its refs. The missing tarballs are sent by the files role's
+kubeprov_artifacts action (over the task's connection, checked by sha256 on the host) into a job
+directory under /var/lib/kubeprov/images/, and a job (a transient systemd unit) imports them one after another with
 `ctr`, deleting each tarball once imported (containerd's content store keeps the image), then
 writes `status`.
 Returns `job`, the job directory ("" when nothing was missing).
@@ -37,20 +37,28 @@ def unit_of(job):
 class ActionModule(ActionBase):
     TRANSFERS_FILES = True
 
+    def _files_action(self, args):
+        """The files role's kubeprov_artifacts action (this role's dependency) on this task's connection."""
+        task = self._task.copy()
+        task.args = args
+        action = self._shared_loader_obj.action_loader.get(
+            "kubeprov_artifacts", task=task, connection=self._connection, play_context=self._play_context,
+            loader=self._loader, templar=self._templar, shared_loader_obj=self._shared_loader_obj)
+        if action is None:
+            raise AnsibleActionFail("the kubeprov_artifacts action (the files role) is not loaded")
+        return action
+
     def _run(self, command, what):
-        result = self._low_level_execute_command(command, sudoable=True)
-        if result["rc"] != 0:
-            error = (result.get("stderr") or result.get("stdout") or "").strip().splitlines()
-            raise AnsibleActionFail(f"{what}: {error[-1] if error else 'exit %d' % result['rc']}")
-        return result.get("stdout", "")
+        """A command on the host; its failure raised with the command's own last line."""
+        return self._files_action({})._run(command, what)
 
     def run(self, tmp=None, task_vars=None):
         result = super().run(tmp, task_vars)
         if "wait_for" in self._task.args:
             return {**result, **self._wait(self._task.args["wait_for"])}
-        return {**result, **self._start()}
+        return {**result, **self._start(task_vars)}
 
-    def _start(self):
+    def _start(self, task_vars):
         images = self._task.args.get("images") or []
         bundle = self._task.args.get("bundle_dir", "")
         ctr = "ctr --namespace " + shlex.quote(self._task.args.get("namespace", "k8s.io"))
@@ -60,25 +68,11 @@ class ActionModule(ActionBase):
         missing = [image for image in images if not set(image["refs"]) <= present]
         if not missing or self._task.check_mode:
             return {"changed": bool(missing), "job": "", "imported": [image["file"] for image in missing]}
-        for image in missing:
-            if not os.path.isfile(os.path.join(bundle, image["file"])):
-                raise AnsibleActionFail(f"{os.path.join(bundle, image['file'])} is missing on the controller")
         job = self._run(f"mkdir -p {STAGING} && mktemp -d {STAGING}/job.XXXXXX", "making the image job directory").strip()
-        # Sent as the login user (a become user may not own the job directory): into its temp
-        # directory first, then moved.
-        remote_tmp = self._make_tmp_path()
-        try:
-            checks, names = [], []
-            for number, image in enumerate(missing):
-                sent, name = f"{remote_tmp}/{number}.tar", f"{number}.tar"
-                self._connection.put_file(os.path.join(bundle, image["file"]), sent)
-                checks.append(f"echo {shlex.quote(image['sha256'] + '  ' + sent)} | sha256sum --check --quiet --status - "
-                              f"|| {{ echo {shlex.quote(image['file'] + ': sha256 differs after the transfer')} >&2; exit 1; }}; "
-                              f"mv {sent} {job}/{name}")
-                names.append((name, image["file"]))
-            self._run("; ".join(checks), "sending " + ", ".join(image["file"] for image in missing))
-        finally:
-            self._remove_tmp_path(remote_tmp)
+        names = [(f"{number}.tar", image["file"]) for number, image in enumerate(missing)]
+        # Sent, checked and placed by the files role's kubeprov_artifacts action (its dependency).
+        self._send([{"src": os.path.join(bundle, image["file"]), "dest": f"{job}/{name}", "sha256": image["sha256"]}
+                    for image, (name, _) in zip(missing, names)], task_vars)
         # The job's script, in its directory: one import after another, one job at a time per host
         # (flock: a run interrupted mid-import may have left one going), a status at the end.
         lines = ["set -u", f"cd {job}", f"exec 9>{STAGING}/.lock", "flock 9"]
@@ -92,6 +86,11 @@ class ActionModule(ActionBase):
         # end (its pty's hangup) must not be able to kill the job before it got going.
         self._run(f"systemd-run --quiet --collect --unit={unit_of(job)} sh {job}/import.sh", "starting the image import")
         return {"changed": True, "job": job, "imported": [image["file"] for image in missing]}
+
+    def _send(self, files, task_vars):
+        outcome = self._files_action({"files": files, "mode": "0644"}).run(task_vars=task_vars)
+        if outcome.get("failed"):
+            raise AnsibleActionFail(outcome.get("msg", "sending the images failed"))
 
     def _wait(self, job):
         if not job:
