@@ -103,6 +103,7 @@ def _bundle_with(root: Path, files: dict[str, bytes]) -> Path:
 
 
 RUNTIME = {"bin/containerd": b"c", "bin/containerd-shim-runc-v2": b"s", "bin/ctr": b"t", "bin/runc": b"r",
+           "bin/etcd": b"e", "bin/etcdctl": b"ec",
            **{f"cni/{p}": p.encode() for p in ("bridge", "host-local", "loopback", "portmap")}}
 
 
@@ -117,10 +118,11 @@ def test_a_bundle_carrying_the_runtime_replaces_its_debian_packages(cluster, tmp
                      "runc": {"/usr/sbin/runc"},
                      "cni-plugins": {f"/opt/cni/bin/{p}" for p in ("bridge", "host-local", "loopback", "portmap")}}
     assert carried.to_vars()["debian_packages"] == [] and carried.record()["debian"] == []
+    assert {b["dest"] for b in carried.components["etcd"]["binaries"]} == {"/usr/bin/etcd", "/usr/bin/etcdctl"}
     # Without them, the host's Debian packages provide the runtime, named for node-packages.
     bare = resolve(cluster, verify(_bundle_with(tmp_path / "bare", {"bin/kubelet": b"k"})), tmp_path)
     assert bare.debian_packages == ("containerd", "runc", "containernetworking-plugins")
-    assert not {"containerd", "runc", "cni-plugins"} & set(bare.components)
+    assert not {"containerd", "runc", "cni-plugins", "etcd"} & set(bare.components)  # etcd: the etcd role's packages
 
 
 def test_a_bundle_carrying_half_a_runtime_component_is_refused(cluster, tmp_path: Path):

@@ -8,11 +8,11 @@ on the controller from provision/artifacts' plan (the one list of pins, URLs, sh
             their sha256 again on the host. Hosts need no route to the release site — the
             common bare-metal case — and a wrong checksum stops prepare before any host is touched.
   bundle    the verified offline bundle's bin/<name>; also containerd (with its shim and ctr),
-            runc and the CNI plugins (cni/<plugin>) when the bundle carries them, for hosts
-            without package repositories.
+            runc, the CNI plugins (cni/<plugin>) and external etcd's etcd and etcdctl when the
+            bundle carries them, for hosts without package repositories.
 
-What the source does not carry of the container runtime (containerd, runc, CNI plugins) comes
-from the host's own Debian repositories (the node-packages role), as does external etcd.
+What the source does not carry of those comes from the hosts' own Debian repositories: the
+container runtime by the node-packages role, etcd by the etcd role.
 """
 
 from __future__ import annotations
@@ -33,7 +33,11 @@ from provision.errors import ConfigError
 
 # The node software the Kubernetes project ships (and Debian does not).
 KUBERNETES_COMPONENTS = ("kubelet", "kubectl", "crictl")
-# The container runtime: Debian packages on hosts with repositories, a bundle's binaries without.
+# Node software Debian packages too: a bundle may carry it (each component whole) for hosts without
+# package repositories; what it does not carry comes from the hosts' Debian packages.
+DEBIAN_ALTERNATIVES = ("containerd", "runc", "cni-plugins", "etcd")
+# Of those, the container runtime every node runs: node-packages installs the Debian packages of
+# what the source does not carry. (External etcd's own role installs etcd-server and etcd-client.)
 RUNTIME_COMPONENTS = ("containerd", "runc", "cni-plugins")
 RUNTIME_DEBIAN_PACKAGES = tuple(package for component in RUNTIME_COMPONENTS for package in debian_packages(component))
 
@@ -106,15 +110,15 @@ def _from_bundle(cluster: Cluster, bundle: Bundle) -> Sources:
     found: dict[str, dict] = {}
     from_debian: list[str] = []
     for component in components(cluster):
-        if component.name not in KUBERNETES_COMPONENTS + RUNTIME_COMPONENTS:
+        if component.name not in KUBERNETES_COMPONENTS + DEBIAN_ALTERNATIVES:
             continue
         paths = {file: bundle_path(component.name, file) for file in component.files}
         carried = {file: path for file, path in paths.items() if path in bundle.binaries}
-        if component.name in RUNTIME_COMPONENTS:
+        if component.name in DEBIAN_ALTERNATIVES:
             if not carried:
-                from_debian += debian_packages(component.name)
+                from_debian += debian_packages(component.name) if component.name in RUNTIME_COMPONENTS else []
                 continue
-            if len(carried) < len(paths):  # half a runtime from the bundle, half from Debian: refused
+            if len(carried) < len(paths):  # half from the bundle, half from Debian: refused
                 lacking = ", ".join(p for f, p in paths.items() if f not in carried)
                 raise ConfigError(f"the bundle carries part of {component.name} ({', '.join(carried.values())}) "
                                   f"but not {lacking}: carry all of it, or none (the host's Debian package then)",

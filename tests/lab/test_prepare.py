@@ -1,6 +1,6 @@
 """`kubeprov prepare` on the lab's 3 real systemd hosts, from a bundle that carries the container
-runtime (real containerd, runc and CNI plugins); the tools the kubelet calls come from the lab's apt
-repository. (tests/lab/test_prepare_sources.py and the molecule scenario take the runtime from Debian.)
+runtime and external etcd (real containerd, runc, CNI plugins, etcd); the tools the kubelet calls
+come from the lab's apt repository. (tests/lab/test_prepare_sources.py and the molecule scenario take the runtime from Debian.)
 
 Order matters and is the order below: the refusals first (a bad bundle, a taken port), each
 proven to leave every host untouched; then one real prepare, checked host by host; then the
@@ -37,11 +37,14 @@ RUNTIME = {
     "bin/containerd": "/usr/bin/containerd", "bin/containerd-shim-runc-v2": "/usr/bin/containerd-shim-runc-v2",
     "bin/ctr": "/usr/bin/ctr", "bin/runc": "/usr/sbin/runc",
     **{f"cni/{plugin}": f"/usr/lib/cni/{plugin}" for plugin in ("bridge", "host-local", "loopback", "portmap")},
+    # and external etcd's (Debian's 3.4: see the cluster's kubernetesVersion below)
+    "bin/etcd": "/usr/bin/etcd", "bin/etcdctl": "/usr/bin/etcdctl",
 }
 # Where prepare puts them (provision/artifacts/needs.py).
 RUNTIME_DEST = {"bin/containerd": "/usr/bin/containerd", "bin/containerd-shim-runc-v2": "/usr/bin/containerd-shim-runc-v2",
                 "bin/ctr": "/usr/bin/ctr", "bin/runc": "/usr/sbin/runc",
-                **{f"cni/{plugin}": f"/opt/cni/bin/{plugin}" for plugin in ("bridge", "host-local", "loopback", "portmap")}}
+                **{f"cni/{plugin}": f"/opt/cni/bin/{plugin}" for plugin in ("bridge", "host-local", "loopback", "portmap")},
+                "bin/etcd": "/usr/bin/etcd", "bin/etcdctl": "/usr/bin/etcdctl"}  # every host is an etcd member here
 STAND_IN = """#!/bin/sh
 # STAND-IN for {name} (kubeprov tests): proves placement, checksum and unit wiring only.
 echo "STAND-IN {name}: not the real binary" >&2
@@ -215,7 +218,7 @@ def test_containerd_runs_the_rendered_config_and_answers(prepared):
         assert any(line.split()[:2] == ["io.containerd.grpc.v1", "cri"] and line.split()[-1] == "ok" for line in plugins.splitlines())
 
 def test_the_bundled_runtime_is_what_runs(prepared):
-    """containerd, its shim, ctr, runc and the CNI plugins are the bundle's, under kubeprov's unit."""
+    """containerd, its shim, ctr, runc, the CNI plugins and etcd are the bundle's, under kubeprov's units."""
     lab, bundle = prepared["lab"], prepared["bundle"]
     digest = {dest: hashlib.sha256((bundle / name).read_bytes()).hexdigest() for name, dest in RUNTIME_DEST.items()}
     for host in lab.hosts:
@@ -224,6 +227,7 @@ def test_the_bundled_runtime_is_what_runs(prepared):
         assert lab.ssh(host, "test -L /opt/cni/bin/bridge", check=False).returncode == 1  # a file, not a link to Debian's
         assert lab.ssh(host, "systemctl show -P FragmentPath containerd").stdout.strip() == "/etc/systemd/system/containerd.service"
         assert lab.ssh(host, "readlink /proc/$(systemctl show -P MainPID containerd)/exe").stdout.strip() == "/usr/bin/containerd"
+        assert lab.ssh(host, "readlink /proc/$(systemctl show -P MainPID etcd)/exe").stdout.strip() == "/usr/bin/etcd"
     record = json.loads(lab.ssh(lab.hosts[0], "cat /var/lib/kubeprov/applied.json").stdout)
     assert record["sources"]["debian"] == []  # no Debian runtime package was asked for
 
