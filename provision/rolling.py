@@ -43,7 +43,7 @@ KUBELET_FILES = frozenset(map(str, (CONFIG_PATH, FLAGS_ENV_PATH, UNIT_PATH, DROP
 # Other systemd services kubeprov renders (external etcd): the unit file first (a host whose tree
 # has it runs the service), then what the service reads (a file, or a directory and all below it).
 SERVICE_READS = {"etcd": tuple(map(str, (etcd_files.UNIT_PATH, etcd_files.ENV_PATH, etcd_files.ETCD_PKI)))}
-MIRROR_STALE = 30.0  # seconds a mirror pod may lag its new manifest before the kubelet is restarted to sync it
+MIRROR_STALE = 10.0  # seconds a mirror pod may lag its new manifest before its kubelet is asked to sync it
 LB_SETTLE = 3.0  # seconds the other load balancers get to drop an API server (checks every 1 s, 2 to fall)
 BATCH = 1  # workers drained at once by default: one node's pods at a time need room elsewhere
 
@@ -205,51 +205,59 @@ def _started_since(pod: dict, since: float) -> bool:
     return True
 
 
-def pods_behind(tree: dict, host: str, listed: dict, *, restarted: dict[str, float]) -> list[str]:
-    """The host's static pods whose mirror pod does not show the manifest's containers Ready yet
-    (pure; `listed`: kube-system's pods as JSON; `restarted`: pod name → epoch its restart began)."""
+NO_MIRROR, OLD_MIRROR = "no mirror pod", "still the old pod"
+
+
+def pods_behind(tree: dict, host: str, listed: dict, *, restarted: dict[str, float]) -> list[tuple[str, str]]:
+    """(name, why) of the host's static pods whose mirror pod does not show the manifest's containers
+    Ready yet (pure; `listed`: kube-system's pods as JSON; `restarted`: pod name → epoch its restart began)."""
     mirrors = {p["metadata"]["name"]: p for p in listed.get("items", [])}
     behind = []
     for pod in static_pods(tree).values():
         name = pod["metadata"]["name"]
         mirror = mirrors.get(f"{name}-{host}")
         if mirror is None:
-            behind.append(f"{name} (no mirror pod)")
+            behind.append((name, NO_MIRROR))
         elif _containers(mirror) != _containers(pod):
-            behind.append(f"{name} (still the old pod)")
+            behind.append((name, OLD_MIRROR))
         elif not _ready(mirror):
-            behind.append(f"{name} (not Ready)")
+            behind.append((name, "not Ready"))
         elif name in restarted and not _started_since(mirror, restarted[name]):
-            behind.append(f"{name} (not restarted yet)")
+            behind.append((name, "not restarted yet"))
     return behind
 
 
-def _wait_static_pods(ctx, host: Host, tree: dict, restarted: dict[str, float], kubelet_restarted: bool) -> None:
-    from provision.phases.context import check_run
+def _wait_static_pods(ctx, host: Host, tree: dict, restarted: dict[str, float]) -> None:
+    from provision.kube import mirror_pods
 
     if not static_pods(tree):
         return
     timeout = ctx.options.api_timeout
     started = time.monotonic()
-    kicked = kubelet_restarted
+    nudged = False
     while True:
         kubectl = _api_elsewhere(ctx, host)
         result = kubectl.run("get", "pods", "-n", "kube-system", f"--field-selector=spec.nodeName={host.name}", "-o", "json",
                              check=False, timeout=60)
         behind = pods_behind(tree, host.name, result.json("kubectl get pods") if result.ok else {}, restarted=restarted) \
-            if result.ok else ["(kube-system's pods not listed: " + result.summary() + ")"]
+            if result.ok else [("kube-system's pods", "not listed: " + result.summary())]
         if not behind:
             return
+        said = ", ".join(f"{name} ({why})" for name, why in behind)
         waited = time.monotonic() - started
         if waited > timeout:
             raise KubeprovError(f"{host.name}: its static pods did not come back with their new state within {timeout:g} s: "
-                                f"{', '.join(behind)}; see `journalctl -u kubelet` there")
-        if not kicked and waited > MIRROR_STALE and all("old pod" in b or "no mirror" in b for b in behind):
-            # A kubelet whose API server restarted under it may not sync a mirror pod until its resync:
-            # a restart syncs every pod at once (containers keep running).
-            check_run(ctx, host, "systemctl restart kubelet", "restarting the kubelet")
-            ctx.say(host.name, f"kubelet restarted: mirror pods still behind after {waited:.0f}s ({', '.join(behind)})", "changed")
-            kicked = True
+                                f"{said}; see `journalctl -u kubelet` there")
+        lagging = {why: [f"{name}-{host.name}" for name, w in behind if w == why] for why in (NO_MIRROR, OLD_MIRROR)}
+        if not nudged and waited > MIRROR_STALE and any(lagging.values()):
+            # A kubelet whose API server restarted under it may not sync a mirror pod until its
+            # resync, up to a minute later: asked to now (provision/kube/mirror_pods.py).
+            if lagging[NO_MIRROR]:
+                mirror_pods.place(kubectl, ctx.cluster, host, lagging[NO_MIRROR])
+            if lagging[OLD_MIRROR]:
+                mirror_pods.resync(kubectl, host, lagging[OLD_MIRROR])
+            ctx.say(host.name, f"its kubelet asked to sync mirror pods still behind after {waited:.0f}s ({said})", "changed")
+            nudged = True
         time.sleep(1)
 
 
@@ -384,7 +392,7 @@ def _roll_host(ctx, host: Host, roll: Roll, journal: HostJournal | None) -> None
     if host.has(Role.CONTROL_PLANE) and any(p["metadata"]["name"] == "kube-apiserver" for p in static_pods(tree).values()):
         seconds = ctx.kubectl(host).wait_ready(ctx.options.api_timeout)
         ctx.say(host.name, f"its API server answers /readyz ({seconds:.1f}s)")
-    _wait_static_pods(ctx, host, tree, restarted, why.kubelet)
+    _wait_static_pods(ctx, host, tree, restarted)
     if owed:
         _load_balancers(ctx, host, "in")  # an interrupted roll may have left it out
     if host in ctx.cluster.nodes:

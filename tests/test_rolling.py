@@ -84,11 +84,11 @@ def test_a_static_pod_is_back_only_when_its_mirror_pod_shows_the_new_manifest_re
     new = {"items": [_mirror(api, "cp1"), _mirror(etcd, "cp1")]}
     assert pods_behind(tree, "cp1", new, restarted={}) == []
     old = {"items": [_mirror(api, "cp1", image="registry.k8s.io/x:v0"), _mirror(etcd, "cp1", ready=False)]}
-    assert sorted(pods_behind(tree, "cp1", old, restarted={})) == ["etcd (not Ready)", "kube-apiserver (still the old pod)"]
-    assert sorted(pods_behind(tree, "cp1", {"items": []}, restarted={})) == ["etcd (no mirror pod)", "kube-apiserver (no mirror pod)"]
+    assert sorted(pods_behind(tree, "cp1", old, restarted={})) == [("etcd", "not Ready"), ("kube-apiserver", "still the old pod")]
+    assert sorted(pods_behind(tree, "cp1", {"items": []}, restarted={})) == [("etcd", "no mirror pod"), ("kube-apiserver", "no mirror pod")]
     # restarted with the same manifest: back only once its containers started after the restart began
     since = dt.datetime(2026, 12, 3, 10, tzinfo=dt.timezone.utc).timestamp()
-    assert pods_behind(tree, "cp1", new, restarted={"etcd": since + 60}) == ["etcd (not restarted yet)"]
+    assert pods_behind(tree, "cp1", new, restarted={"etcd": since + 60}) == [("etcd", "not restarted yet")]
     assert pods_behind(tree, "cp1", new, restarted={"etcd": since - 60}) == []
 
 

@@ -1,4 +1,4 @@
-"""Mirror pods a kubelet has not created yet, and how to make it create them now.
+"""Mirror pods a kubelet has not created (or not replaced) yet, and how to make it do so now.
 
 A kubelet creates a static pod's mirror pod when it syncs the pod, and only once its Node exists
 (in its own view of the API) and the API server admits the pod (the system-node-critical
@@ -18,6 +18,7 @@ may first post Ready before probing): the status it posts for the new mirror pod
 from __future__ import annotations
 
 import json
+import time
 
 from provision.config.models import Cluster, Host
 from provision.errors import KubeprovError
@@ -25,6 +26,7 @@ from provision.kube.kubectl import Kubectl
 
 MIRROR_ANNOTATION = "kubernetes.io/config.mirror"  # the kubelet's: the config hash of the static pod it mirrors
 PLACEHOLDER_HASH = "kubeprov-placeholder"
+RESYNC_ANNOTATION = "kubeprov.io/resync"
 
 
 def placeholders(cluster: Cluster, host: Host, names) -> dict:
@@ -57,6 +59,17 @@ def ensure(kubectl: Kubectl, cluster: Cluster, host: Host, names) -> list[str]:
     if absent:
         place(kubectl, cluster, host, absent)
     return absent
+
+
+def resync(kubectl: Kubectl, host: Host, names) -> None:
+    """Make `host`'s kubelet sync the static pods whose mirror pods `names` lag their manifests (the
+    old pod's): to the kubelet any change of a mirror pod in the API is an update of its static pod,
+    and that sync replaces a mirror pod of another config hash with its own. The change: an
+    annotation of kubeprov's own."""
+    annotated = kubectl.run("annotate", "--overwrite", "-n", "kube-system", "pod", *sorted(names),
+                            f"{RESYNC_ANNOTATION}={time.time():.0f}", check=False)
+    if not annotated.ok and "NotFound" not in annotated.stderr:  # gone meanwhile: its kubelet replaced it
+        raise KubeprovError(f"{host.name}: asking its kubelet to sync {', '.join(sorted(names))} failed: {annotated.summary()}")
 
 
 def placed_line(names) -> str:
