@@ -121,11 +121,12 @@ class _Events:
                 progress.ok += 1
                 what = "ok"
             if data.get("task_action", "").endswith("debug"):
-                # Roles report warnings as debug messages starting with WARNING (one per loop item).
+                # Roles report warnings as debug messages starting with WARNING (one per loop item);
+                # the host is named by whoever shows them, not in the message.
                 messages = [result.get("msg")] + [r.get("msg") for r in result.get("results") or [] if isinstance(r, dict)]
                 for message in messages:
                     if isinstance(message, str) and message.startswith("WARNING"):
-                        progress.warnings.append(message.removeprefix("WARNING").strip())
+                        progress.warnings.append(message.removeprefix("WARNING").lstrip(":").strip())
                         self.on_update(progress, "warning")
         elif kind == "runner_on_failed":
             if data.get("ignore_errors"):

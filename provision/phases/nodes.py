@@ -37,6 +37,8 @@ def _progress(ctx: UpContext):
     def update(progress, what: str) -> None:
         if what in ("changed", "failed", "unreachable"):
             ctx.say(progress.host, progress.task if what == "changed" else progress.error, what)
+        elif what == "warning":  # what a role could not do there (a bundle without crictl…)
+            ctx.say(progress.host, progress.warnings[-1], what)
 
     return update
 
