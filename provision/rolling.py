@@ -386,7 +386,10 @@ def _roll_host(ctx, host: Host, roll: Roll, journal: HostJournal | None) -> None
     for service in why.services:
         check_run(ctx, host, f"systemctl daemon-reload && systemctl restart {service}", f"restarting {service}")
         ctx.say(host.name, f"{service} restarted", "changed")
+    heartbeat = None
     if why.kubelet:
+        if host in ctx.cluster.nodes:
+            heartbeat = ready_heartbeat(_node(_api_elsewhere(ctx, host), host.name))
         check_run(ctx, host, "systemctl daemon-reload && systemctl restart kubelet", "restarting the kubelet")
         ctx.say(host.name, "kubelet restarted", "changed")
     if host.has(Role.CONTROL_PLANE) and any(p["metadata"]["name"] == "kube-apiserver" for p in static_pods(tree).values()):
@@ -396,19 +399,49 @@ def _roll_host(ctx, host: Host, roll: Roll, journal: HostJournal | None) -> None
     if owed:
         _load_balancers(ctx, host, "in")  # an interrupted roll may have left it out
     if host in ctx.cluster.nodes:
-        _wait_node(ctx, host, roll.kubelet_version)
+        _wait_node(ctx, host, roll.kubelet_version, after=heartbeat)
     if why:
         ctx.say(host.name, f"settled: {why.said()}", "changed")
 
 
-def _wait_node(ctx, host: Host, version: str | None) -> None:
+def ready_heartbeat(node: dict) -> str | None:
+    """When the node's kubelet last posted its Ready condition (RFC 3339, the host's clock), or None."""
+    for condition in node.get("status", {}).get("conditions", []):
+        if condition.get("type") == "Ready":
+            return condition.get("lastHeartbeatTime")
+    return None
+
+
+def node_back(node: dict, after: str | None) -> bool:
+    """Ready, as posted after the heartbeat `after` (pure): the Ready a kubelet posted before its
+    restart says nothing of the new one, which may first post NotReady (its runtime not yet synced)."""
+    if not _ready(node):
+        return False
+    if after is None:
+        return True
+    posted = ready_heartbeat(node)
+    return posted is not None and _instant(posted) > _instant(after)
+
+
+def _instant(stamp: str):
+    import datetime as dt
+
+    return dt.datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+
+
+def _node(kubectl, name: str) -> dict:
+    result = kubectl.run("get", "node", name, "-o", "json", check=False, timeout=60)
+    return result.json("kubectl get node") if result.ok else {}
+
+
+def _wait_node(ctx, host: Host, version: str | None, *, after: str | None = None) -> None:
+    """The host's Node Ready (reporting `version` when given; posted after the heartbeat `after`
+    when its kubelet restarted)."""
     timeout = ctx.options.node_timeout
     started = time.monotonic()
     while True:
-        kubectl = _api_elsewhere(ctx, host)
-        result = kubectl.run("get", "node", host.name, "-o", "json", check=False, timeout=60)
-        node = result.json("kubectl get node") if result.ok else {}
-        ready = _ready(node) if node else False
+        node = _node(_api_elsewhere(ctx, host), host.name)
+        ready = node_back(node, after) if node else False
         reports = node.get("status", {}).get("nodeInfo", {}).get("kubeletVersion", "") if node else ""
         if ready and (version is None or reports == version):
             return

@@ -14,7 +14,7 @@ from provision.config import load_cluster
 from provision.errors import KubeprovError
 from provision.phases.journal import HostJournal
 from provision.render.tree import File
-from provision.rolling import Restarts, pods_behind, restarts, waves
+from provision.rolling import Restarts, node_back, pods_behind, restarts, waves
 
 
 def _cluster(make_cluster, control_planes=3, workers=5):
@@ -129,3 +129,18 @@ def test_a_pod_that_names_its_files_restarts_only_for_those_it_names():
     assert restarts(tree, ["/etc/kubernetes/pki/ca.crt"]) == Restarts(readers=("kube-controller-manager",))
     assert restarts(tree, ["/etc/kubernetes/controller-manager.conf"]) == Restarts(readers=("kube-controller-manager",))
     assert restarts(tree, ["/etc/kubernetes/pki/kcm/serving.crt"]) == Restarts(readers=("kube-controller-manager",))
+
+
+def _node(ready: str, heartbeat: str) -> dict:
+    return {"status": {"conditions": [{"type": "MemoryPressure", "status": "False", "lastHeartbeatTime": "2026-12-04T11:50:00Z"},
+                                      {"type": "Ready", "status": ready, "lastHeartbeatTime": heartbeat}]}}
+
+
+def test_a_restarted_kubelets_node_is_back_only_when_its_new_kubelet_has_posted_ready():
+    before = "2026-12-04T11:47:02Z"  # the Ready its kubelet posted before the restart
+    assert not node_back(_node("True", before), before)  # still the old kubelet's word
+    assert not node_back(_node("False", "2026-12-04T11:47:05Z"), before)  # the new one: NotReady first
+    assert node_back(_node("True", "2026-12-04T11:47:06Z"), before)
+    assert node_back(_node("True", before), None)  # no restart: Ready is enough
+    assert not node_back(_node("Unknown", "2026-12-04T11:47:06Z"), None)
+    assert not node_back({"status": {"conditions": []}}, before)
