@@ -195,12 +195,17 @@ def _ready(pod: dict) -> bool:
     return any(c.get("type") == "Ready" and c.get("status") == "True" for c in pod.get("status", {}).get("conditions", []))
 
 
-def _started_since(pod: dict, since: float) -> bool:
+def _instant(stamp: str):
+    """An RFC 3339 time as the API writes it ("…Z")."""
     import datetime as dt
 
+    return dt.datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+
+
+def _started_since(pod: dict, since: float) -> bool:
     for status in pod.get("status", {}).get("containerStatuses", []):
         started = (status.get("state", {}).get("running") or {}).get("startedAt")
-        if not started or dt.datetime.fromisoformat(started.replace("Z", "+00:00")).timestamp() < since:
+        if not started or _instant(started).timestamp() < since:
             return False
     return True
 
@@ -421,12 +426,6 @@ def node_back(node: dict, after: str | None) -> bool:
         return True
     posted = ready_heartbeat(node)
     return posted is not None and _instant(posted) > _instant(after)
-
-
-def _instant(stamp: str):
-    import datetime as dt
-
-    return dt.datetime.fromisoformat(stamp.replace("Z", "+00:00"))
 
 
 def _node(kubectl, name: str) -> dict:
